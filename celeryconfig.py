@@ -1,0 +1,93 @@
+"""Celery settings: the one place for broker, serialization, queues, routing and limits.
+
+Settings only; the start-up check that validates them lives in workers/lifecycle.py.
+"""
+from kombu import Exchange, Queue
+
+from schedules import beat_schedule  # noqa: F401  (celery reads it from here)
+from workers import embedded
+
+broker_url = embedded.broker_url()
+result_backend = embedded.result_backend_url()
+result_expires = 24 * 3600
+result_extended = True
+
+# --- Serialization: JSON only, so no message can execute code on a worker.
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+result_accept_content = ["json"]
+event_serializer = "json"
+
+# --- Delivery: at-least-once. A task is acked after it returns, and requeued if
+# the worker process dies under it; every task is idempotent to make that safe.
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+task_track_started = True
+task_send_sent_event = True
+worker_send_task_events = True
+broker_connection_retry_on_startup = True
+broker_connection_max_retries = None
+worker_cancel_long_running_tasks_on_connection_loss = True
+enable_utc = True
+timezone = "UTC"
+
+# --- Queues and routing (by task-name prefix; nowhere else).
+QUEUE_NAMES = ("images", "mentions", "notifications", "engagement", "feed", "maintenance")
+task_queues = tuple(Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUE_NAMES)
+task_default_queue = "maintenance"
+task_create_missing_queues = False
+task_routes = {f"{name}.*": {"queue": name, "routing_key": name} for name in QUEUE_NAMES}
+
+# Soft / hard time limits in seconds, per queue. The soft limit raises inside the
+# task so it can clean up; the hard limit kills the child process.
+QUEUE_TIME_LIMITS = {
+    "images": (30, 45),          # one photo is < 1 s; anything near 30 s is hostile input
+    "mentions": (20, 30),
+    "notifications": (20, 30),
+    "engagement": (120, 180),    # one sweep chunk
+    "feed": (240, 300),          # one chunk of users
+    "maintenance": (600, 900),   # dispatchers and sweeps
+}
+
+
+class _QueueTimeLimits:
+    """Give every task the soft and hard time limit of the queue it is routed to."""
+
+    def annotate(self, task):
+        queue = task.name.split(".", 1)[0]
+        soft, hard = QUEUE_TIME_LIMITS.get(queue, QUEUE_TIME_LIMITS["maintenance"])
+        return {"soft_time_limit": soft, "time_limit": hard}
+
+
+task_annotations = (_QueueTimeLimits(),)
+
+# Retries back off exponentially with jitter, capped here. Countdowns and ETAs of
+# any task must stay below the visibility timeout, or Redis redelivers them early
+# and the task runs twice at the same time.
+TASK_RETRY_BACKOFF_MAX = 600
+TASK_MAX_COUNTDOWN = 1800
+
+# Redis redelivers an unacked message after visibility_timeout. It must exceed the
+# longest hard time limit and the longest countdown; workers/lifecycle.py refuses
+# to start otherwise.
+import os  # noqa: E402
+
+broker_transport_options = {
+    "visibility_timeout": int(os.environ.get("BROKER_VISIBILITY_TIMEOUT", "3600")),
+    "max_retries": 5,
+    "interval_start": 0,
+    "interval_step": 0.5,
+    "interval_max": 3,
+}
+result_backend_transport_options = {"retry_policy": {"timeout": 5.0}}
+
+# --- Worker process hygiene.
+worker_max_tasks_per_child = 1000
+worker_max_memory_per_child = 400_000  # KiB; an image decode that balloons recycles the child
+worker_hijack_root_logger = False
+worker_redirect_stdouts = False
+
+# --- Beat
+beat_max_loop_interval = 5

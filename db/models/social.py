@@ -1,0 +1,167 @@
+"""The Grateful schema (seeds 000/001): users, posts and the engagement tables."""
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean, CheckConstraint, DateTime, Enum, ForeignKey, Identity, Index, Integer,
+    String, Text, UniqueConstraint, Uuid, text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from db.base import Base, created_at_column, uuid_pk
+
+
+class PostType(str, enum.Enum):
+    daily = "daily"
+    photo = "photo"
+    spontaneous = "spontaneous"
+
+
+FOLLOW_STATUSES = ("active", "pending", "blocked")
+SHARE_PLATFORMS = ("internal", "copy_link", "twitter", "facebook", "whatsapp", "email", "other")
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True, index=True)
+    email: Mapped[str] = mapped_column(String, unique=True, index=True, nullable=False)
+    username: Mapped[str] = mapped_column(String, unique=True, index=True, nullable=False)
+    hashed_password: Mapped[str] = mapped_column(String, nullable=False)
+    bio: Mapped[str | None] = mapped_column(Text)
+    profile_image_url: Mapped[str | None] = mapped_column(String)
+    created_at: Mapped[datetime] = created_at_column()
+    display_name: Mapped[str | None] = mapped_column(String(100))
+    city: Mapped[str | None] = mapped_column(String(100))
+    institutions: Mapped[Any | None] = mapped_column(JSONB)
+    websites: Mapped[Any | None] = mapped_column(JSONB)
+    location: Mapped[Any | None] = mapped_column(JSONB)
+    profile_photo_filename: Mapped[str | None] = mapped_column(String(255))
+    profile_preferences: Mapped[Any | None] = mapped_column(JSONB)
+
+    posts: Mapped[list[Post]] = relationship(back_populates="author", passive_deletes=True)
+
+    __table_args__ = (
+        Index("idx_users_display_name", "display_name"),
+        Index("idx_users_city", "city"),
+        Index("idx_users_profile_photo_filename", "profile_photo_filename"),
+        # Mentions validate usernames case-insensitively in one batch query.
+        Index("idx_users_username_lower", text("lower(username)")),
+        CheckConstraint(
+            "institutions IS NULL OR (jsonb_typeof(institutions) = 'array' "
+            "AND jsonb_array_length(institutions) <= 10)", name="institutions_max_10"),
+        CheckConstraint(
+            "websites IS NULL OR (jsonb_typeof(websites) = 'array' "
+            "AND jsonb_array_length(websites) <= 5)", name="websites_max_5"),
+    )
+
+
+class Post(Base):
+    __tablename__ = "posts"
+
+    id: Mapped[str] = uuid_pk()
+    author_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True)
+    title: Mapped[str | None] = mapped_column(String)
+    content: Mapped[str] = mapped_column(Text, nullable=False)
+    post_type: Mapped[PostType] = mapped_column(
+        Enum(PostType, name="post_type", values_callable=lambda e: [m.value for m in e]),
+        nullable=False, server_default=PostType.daily.value, default=PostType.daily)
+    image_url: Mapped[str | None] = mapped_column(String)
+    is_public: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"), default=True)
+    created_at: Mapped[datetime] = created_at_column()
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), onupdate=text("now()"))
+    hearts_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0", default=0)
+    reactions_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0", default=0)
+    shares_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0", default=0)
+
+    author: Mapped[User] = relationship(back_populates="posts")
+
+    __table_args__ = (
+        Index("idx_posts_created_at_desc", text("created_at DESC")),
+        Index("idx_posts_author_created_desc", "author_id", text("created_at DESC")),
+        Index("idx_posts_engagement", "hearts_count", "reactions_count", "shares_count"),
+    )
+
+
+class Like(Base):
+    __tablename__ = "likes"
+
+    id: Mapped[str] = uuid_pk()
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True)
+    post_id: Mapped[str] = mapped_column(ForeignKey("posts.id", ondelete="CASCADE"), nullable=False, index=True)
+    created_at: Mapped[datetime] = created_at_column()
+
+    __table_args__ = (UniqueConstraint("user_id", "post_id"),)
+
+
+class EmojiReaction(Base):
+    """One reaction per user per post; changing the emoji updates the row."""
+
+    __tablename__ = "emoji_reactions"
+
+    id: Mapped[str] = uuid_pk()
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True)
+    post_id: Mapped[str] = mapped_column(ForeignKey("posts.id", ondelete="CASCADE"), nullable=False, index=True)
+    emoji_code: Mapped[str] = mapped_column(String(50), nullable=False)
+    created_at: Mapped[datetime] = created_at_column()
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), onupdate=text("now()"))
+
+    __table_args__ = (
+        UniqueConstraint("user_id", "post_id"),
+        CheckConstraint("emoji_code ~ '^[a-z0-9_]{1,50}$'", name="emoji_code_format"),
+    )
+
+
+class Share(Base):
+    """A share of a post, optionally to an external platform. Repeat shares are allowed."""
+
+    __tablename__ = "shares"
+
+    id: Mapped[str] = uuid_pk()
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True)
+    post_id: Mapped[str] = mapped_column(ForeignKey("posts.id", ondelete="CASCADE"), nullable=False, index=True)
+    platform: Mapped[str | None] = mapped_column(String(30))
+    created_at: Mapped[datetime] = created_at_column()
+
+    __table_args__ = (
+        CheckConstraint(
+            "platform IS NULL OR platform IN (" + ", ".join(f"'{p}'" for p in SHARE_PLATFORMS) + ")",
+            name="platform_valid"),
+    )
+
+
+class Comment(Base):
+    __tablename__ = "comments"
+
+    id: Mapped[str] = uuid_pk()
+    author_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True)
+    post_id: Mapped[str] = mapped_column(ForeignKey("posts.id", ondelete="CASCADE"), nullable=False, index=True)
+    parent_id: Mapped[str | None] = mapped_column(ForeignKey("comments.id", ondelete="CASCADE"), index=True)
+    content: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = created_at_column()
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), onupdate=text("now()"))
+
+
+class Follow(Base):
+    __tablename__ = "follows"
+
+    id: Mapped[str] = uuid_pk()
+    follower_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    followed_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    status: Mapped[str] = mapped_column(String(20), nullable=False, server_default="active", default="active")
+    created_at: Mapped[datetime] = created_at_column()
+
+    __table_args__ = (
+        UniqueConstraint("follower_id", "followed_id"),
+        CheckConstraint("follower_id != followed_id", name="no_self_follow"),
+        CheckConstraint("status IN ('active', 'pending', 'blocked')", name="status_valid"),
+        Index("idx_follows_follower_id", "follower_id"),
+        Index("idx_follows_followed_id", "followed_id"),
+        Index("idx_follows_follower_followed", "follower_id", "followed_id"),
+        Index("idx_follows_status", "status"),
+        Index("idx_follows_created_at", "created_at"),
+    )

@@ -1,0 +1,13 @@
+"""The beat schedule. Every entry carries ``expires`` equal to its interval, so a
+backlog (beat running while workers are down) never piles up duplicate runs."""
+from datetime import timedelta
+
+
+def every(seconds: float, task: str, **extra) -> dict:
+    return {"task": task, "schedule": timedelta(seconds=seconds),
+            "options": {"expires": seconds, **extra.pop("options", {})}, **extra}
+
+
+beat_schedule = {
+    "beat-heartbeat": every(30, "maintenance.beat_heartbeat"),
+}

@@ -1,0 +1,1 @@
+"""Celery entry points of the feed family (to be built)."""

@@ -1,0 +1,1 @@
+"""images job family."""

@@ -1,0 +1,1 @@
+"""Maintenance: canaries and the no-op baseline every family measures against."""

@@ -1,0 +1,1 @@
+"""mentions job family."""

@@ -1,0 +1,1 @@
+"""Celery entry points of the mentions family (to be built)."""

@@ -1,0 +1,1 @@
+"""Celery entry points of the notifications family (to be built)."""

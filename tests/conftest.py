@@ -1,0 +1,190 @@
+"""Fixtures: a real PostgreSQL migrated with Alembic, a real Redis, a real worker.
+
+By default the embedded services under .data/ are used; DATABASE_URL and
+BROKER_URL point the suite at other servers. Each session gets a database
+of its own, created here and dropped at the end, so a run never touches
+the application's data.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parent.parent
+_state: dict = {}
+
+
+def pytest_configure(config):
+    from workers import embedded
+
+    base_url = make_url(os.environ.get("DATABASE_URL") or embedded.embedded_database_url("postgres"))
+    if base_url.drivername in ("postgresql", "postgres"):
+        base_url = base_url.set(drivername="postgresql+psycopg")
+    test_db = f"jobs_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(base_url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{test_db}"'))
+    admin.dispose()
+    test_url = base_url.set(database=test_db).render_as_string(hide_password=False)
+    _state.update(admin_url=base_url.set(database="postgres"), test_db=test_db, test_url=test_url,
+                  saved_env={k: os.environ.get(k) for k in ("DATABASE_URL", "BROKER_URL", "RESULT_BACKEND")})
+    os.environ["DATABASE_URL"] = test_url
+    if not os.environ.get("BROKER_URL"):
+        # db 10/11 of the embedded Redis: a running `make run` keeps its queues in db 0.
+        os.environ["BROKER_URL"] = embedded.embedded_redis_url(10)
+        os.environ["RESULT_BACKEND"] = embedded.embedded_redis_url(11)
+
+    from db.migrate import upgrade
+
+    upgrade(test_url)
+
+
+def pytest_unconfigure(config):
+    if "test_db" not in _state:
+        return
+    from db.session import reset_engine
+
+    reset_engine()
+    admin = create_engine(_state["admin_url"], isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{_state["test_db"]}" WITH (FORCE)'))
+    admin.dispose()
+    for key, value in _state["saved_env"].items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def database_url() -> str:
+    return _state["test_url"]
+
+
+@pytest.fixture(scope="session")
+def engine(database_url):
+    from db.session import get_engine
+
+    return get_engine()
+
+
+@pytest.fixture
+def db_session(engine):
+    """A session inside an outer transaction that is rolled back: plain-function tests."""
+    from sqlalchemy.orm import Session
+
+    connection = engine.connect()
+    outer = connection.begin()
+    session = Session(bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False)
+    try:
+        yield session
+    finally:
+        session.close()
+        outer.rollback()
+        connection.close()
+
+
+APP_TABLES_SQL = """
+SELECT string_agg(format('%I.%I', schemaname, tablename), ', ')
+FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'
+"""
+
+
+def truncate_all(engine) -> None:
+    with engine.begin() as connection:
+        tables = connection.execute(text(APP_TABLES_SQL)).scalar()
+        if tables:
+            connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture
+def clean_db(engine):
+    """For tests whose data must be committed (real workers read it): empty tables after."""
+    truncate_all(engine)
+    yield engine
+    truncate_all(engine)
+
+
+@pytest.fixture(scope="session")
+def celery_app():
+    from workers import app
+
+    app.loader.import_default_modules()
+    return app
+
+
+@pytest.fixture(scope="session")
+def broker_clean(celery_app):
+    celery_app.control.purge()  # leftovers of an aborted earlier run
+    return celery_app
+
+
+@pytest.fixture(scope="session")
+def celery_worker(broker_clean):
+    """A real in-process worker consuming every queue from the real broker."""
+    import celeryconfig
+    from celery.contrib.testing.worker import start_worker
+
+    app = broker_clean
+    with start_worker(app, pool="threads", concurrency=4, perform_ping_check=False,
+                      queues=list(celeryconfig.QUEUE_NAMES), shutdown_timeout=30.0,
+                      loglevel="WARNING") as worker:
+        yield worker
+
+
+def spawn_worker(name: str, queues: list[str], concurrency: int = 1, pool: str = "prefork",
+                 extra_env: dict | None = None, log_path: Path | None = None) -> subprocess.Popen:
+    """A real worker in its own process, with the test session's database and broker."""
+    env = dict(os.environ, **(extra_env or {}))
+    argv = [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", ",".join(queues),
+            "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h", f"--concurrency={concurrency}", f"--pool={pool}",
+            "--loglevel=WARNING", "--without-gossip", "--without-mingle"]
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL
+    return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def wait_for_workers(app, names_prefixes: list[str], timeout: float = 60.0) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        replies = app.control.ping(timeout=0.5) or []
+        names = [n for reply in replies for n in reply]
+        if all(any(n.startswith(p) for n in names) for p in names_prefixes):
+            return names
+    raise TimeoutError(f"workers {names_prefixes} did not answer within {timeout}s")
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    import signal
+
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture
+def worker_processes(celery_app):
+    """Start real worker processes with ``start(name, queues, concurrency)``; all are stopped after."""
+    started: list[subprocess.Popen] = []
+
+    def start(name: str, queues: list[str], concurrency: int = 1, **kwargs) -> subprocess.Popen:
+        proc = spawn_worker(name, queues, concurrency, **kwargs)
+        started.append(proc)
+        wait_for_workers(celery_app, [name])
+        return proc
+
+    yield start
+    for proc in started:
+        stop_process(proc)

@@ -1,0 +1,16 @@
+from celery import Celery
+
+# One module per job family; each holds only thin task entry points.
+TASK_MODULES = [
+    "tasks.maintenance.tasks",
+    "tasks.images.tasks",
+    "tasks.mentions.tasks",
+    "tasks.notifications.tasks",
+    "tasks.engagement.tasks",
+    "tasks.feed.tasks",
+]
+
+app = Celery("social_jobs", include=TASK_MODULES)
+app.config_from_object("celeryconfig")
+
+import workers.lifecycle  # noqa: E402,F401  (connects the signal handlers)

@@ -1,0 +1,117 @@
+"""``python -m workers run``: the whole system on one machine, for development.
+
+Starts the embedded PostgreSQL and Redis when DATABASE_URL / BROKER_URL are
+unset, migrates, then runs one worker per queue group, beat and Flower as
+child processes, loads the demo workload, and (with --once) stops them all.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from workers.embedded import data_dir
+
+# Queue groups: images are CPU- and memory-heavy and get their own pool so a
+# burst of uploads cannot starve notifications; feed scoring runs long chunks.
+WORKER_GROUPS = {
+    "images": ["images"],
+    "core": ["mentions", "notifications", "engagement", "maintenance"],
+    "feed": ["feed"],
+}
+
+
+def _celery(*args: str) -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", "workers", *args]
+
+
+def worker_argv(group: str, queues: list[str], concurrency: int = 2) -> list[str]:
+    return _celery("worker", "-Q", ",".join(queues), "-n", f"{group}@%h",
+                   f"--concurrency={concurrency}", "--loglevel=INFO")
+
+
+def beat_argv() -> list[str]:
+    return _celery("beat", f"--schedule={data_dir() / 'celerybeat-schedule'}", "--loglevel=INFO")
+
+
+def _wait_for_workers(app, expected: int, timeout: float = 60.0) -> list[str]:
+    deadline = time.monotonic() + timeout
+    names: list[str] = []
+    while time.monotonic() < deadline:
+        replies = app.control.ping(timeout=1.0) or []
+        names = sorted(name for reply in replies for name in reply)
+        if len(names) >= expected:
+            return names
+    raise RuntimeError(f"only {len(names)} of {expected} workers answered within {timeout:.0f}s: {names}")
+
+
+def run(once: bool = False, demo: bool = True) -> int:
+    from workers import embedded
+    from workers.flower import generate_credentials
+
+    print("resolving services ...", flush=True)
+    db_url, broker = embedded.database_url(), embedded.broker_url()
+    print(f"  database: {db_url}\n  broker:   {broker}")
+
+    from db.migrate import upgrade
+    from workers import app
+    from workers.lifecycle import check_visibility_timeout
+
+    check_visibility_timeout(app.conf)
+    upgrade()
+    print("  migrations applied")
+
+    logs = data_dir() / "logs"
+    logs.mkdir(exist_ok=True)
+    env = dict(os.environ, DATABASE_URL=db_url, BROKER_URL=broker)
+    env.setdefault("FLOWER_BASIC_AUTH", generate_credentials())
+
+    commands = {f"worker-{group}": worker_argv(group, queues) for group, queues in WORKER_GROUPS.items()}
+    commands["beat"] = beat_argv()
+    commands["flower"] = [sys.executable, "-m", "workers", "flower", "--address", "127.0.0.1", "--port",
+                          os.environ.get("FLOWER_PORT", "5555")]
+    children: dict[str, subprocess.Popen] = {}
+
+    def stop_children() -> None:
+        for proc in children.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        for proc in children.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    try:
+        for name, argv in commands.items():
+            log_file = open(logs / f"{name}.log", "ab")
+            children[name] = subprocess.Popen(argv, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                                              start_new_session=True)
+        print(f"  started {', '.join(children)} (logs in {logs})")
+        workers = _wait_for_workers(app, expected=len(WORKER_GROUPS))
+        print(f"  workers answering: {', '.join(workers)}")
+        print(f"  Flower: http://127.0.0.1:{os.environ.get('FLOWER_PORT', '5555')}  "
+              f"(basic auth {env['FLOWER_BASIC_AUTH']})")
+        ok = True
+        if demo:
+            from workers.demo import run_demo
+
+            print("running the demo workload ...")
+            ok = run_demo()
+        if once:
+            print("demo finished; stopping (--once)")
+            return 0 if ok else 1
+        print("system is up; Ctrl-C stops it")
+        while all(proc.poll() is None for proc in children.values()):
+            time.sleep(1)
+        dead = [name for name, proc in children.items() if proc.poll() is not None]
+        print(f"child process exited: {', '.join(dead)}; see {logs}")
+        return 1
+    except KeyboardInterrupt:
+        print("\nstopping ...")
+        return 0
+    finally:
+        stop_children()

@@ -1,0 +1,75 @@
+"""Process lifecycle: configuration checks at start-up, logging, and fork safety."""
+from __future__ import annotations
+
+import logging
+
+from celery import signals
+from celery.exceptions import ImproperlyConfigured
+
+from workers.logs import configure_logging
+
+log = logging.getLogger("workers.lifecycle")
+
+
+def check_visibility_timeout(conf) -> None:
+    """Refuse a visibility timeout that would let Redis redeliver a running task.
+
+    A message still unacked after ``visibility_timeout`` is handed to another
+    worker. If a task may legitimately run (hard time limit) or wait (countdown,
+    retry backoff) longer than that, it runs twice concurrently.
+    """
+    import celeryconfig
+
+    transport = conf.broker_transport_options or {}
+    visibility = transport.get("visibility_timeout")
+    if not str(conf.broker_url or "").startswith(("redis", "rediss", "sentinel")):
+        return  # only the Redis transport redelivers by timeout
+    if visibility is None:
+        raise ImproperlyConfigured(
+            "broker_transport_options.visibility_timeout is unset; Redis would use 3600 s implicitly. "
+            "Set it explicitly above the longest hard time limit and countdown.")
+    hard_limits = {queue: hard for queue, (_soft, hard) in celeryconfig.QUEUE_TIME_LIMITS.items()}
+    longest_queue, longest_hard = max(hard_limits.items(), key=lambda item: item[1])
+    longest_countdown = max(getattr(celeryconfig, "TASK_MAX_COUNTDOWN", 0),
+                            getattr(celeryconfig, "TASK_RETRY_BACKOFF_MAX", 0))
+    if visibility <= longest_hard:
+        raise ImproperlyConfigured(
+            f"visibility_timeout={visibility}s is not above the longest hard time limit "
+            f"({longest_hard}s on queue {longest_queue!r}): Redis would redeliver tasks that are still running.")
+    if visibility <= longest_countdown:
+        raise ImproperlyConfigured(
+            f"visibility_timeout={visibility}s is not above the longest countdown/retry backoff "
+            f"({longest_countdown}s): delayed tasks would be redelivered early and run twice.")
+    for queue, (soft, hard) in celeryconfig.QUEUE_TIME_LIMITS.items():
+        if soft >= hard:
+            raise ImproperlyConfigured(
+                f"queue {queue!r}: soft time limit {soft}s must be below its hard limit {hard}s.")
+
+
+@signals.setup_logging.connect
+def _setup_logging(loglevel=None, **_kwargs):
+    configure_logging(loglevel if isinstance(loglevel, str) else None)
+
+
+def _refuse_to_start_on_bad_config(sender=None, **_kwargs):
+    app = getattr(sender, "app", None)
+    if app is None:
+        return
+    try:
+        check_visibility_timeout(app.conf)
+    except ImproperlyConfigured as exc:
+        log.critical("refusing to start: %s", exc)
+        # Celery's signal dispatch swallows ordinary exceptions from receivers;
+        # SystemExit is not swallowed, so the process really stops.
+        raise SystemExit(f"configuration error: {exc}") from exc
+
+
+signals.worker_init.connect(_refuse_to_start_on_bad_config, weak=False)
+signals.beat_init.connect(_refuse_to_start_on_bad_config, weak=False)
+
+
+@signals.worker_process_init.connect
+def _fresh_engine_after_fork(**_kwargs):
+    from db.session import reset_engine
+
+    reset_engine()

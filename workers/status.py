@@ -1,0 +1,95 @@
+"""Health probe for operators and orchestrators.
+
+Exit codes: 0 healthy, 1 degraded (a worker or beat is missing or stale),
+2 down (the database or the broker cannot be reached).
+"""
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+
+HEALTHY, DEGRADED, DOWN = 0, 1, 2
+BEAT_STALE_AFTER_S = 120
+
+
+def queue_depths(app) -> dict[str, int]:
+    import celeryconfig
+
+    depths = {}
+    with app.connection_for_read() as connection:
+        channel = connection.default_channel
+        for name in celeryconfig.QUEUE_NAMES:
+            try:
+                depths[name] = channel.queue_declare(queue=name, passive=True).message_count
+            except Exception:  # noqa: BLE001 - a missing queue is simply empty
+                depths[name] = 0
+    return depths
+
+
+def collect(timeout: float = 2.0) -> dict:
+    from sqlalchemy import text
+
+    from db.session import get_engine
+    from tasks.maintenance.heartbeat import heartbeats
+    from workers import app
+    from db.session import new_session
+
+    report: dict = {"checked_at": datetime.now(timezone.utc).isoformat(), "services": {}, "problems": []}
+    try:
+        with get_engine().connect() as connection:
+            connection.execute(text("SELECT 1"))
+        report["services"]["database"] = "ok"
+    except Exception as exc:  # noqa: BLE001
+        report["services"]["database"] = f"down: {type(exc).__name__}: {exc}"[:300]
+    try:
+        with app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, timeout=timeout)
+        report["services"]["broker"] = "ok"
+        report["queues"] = queue_depths(app)
+    except Exception as exc:  # noqa: BLE001
+        report["services"]["broker"] = f"down: {type(exc).__name__}: {exc}"[:300]
+    if any(v != "ok" for v in report["services"].values()):
+        report["exit_code"] = DOWN
+        return report
+
+    started = time.monotonic()
+    replies = app.control.ping(timeout=timeout) or []
+    report["workers"] = sorted(name for reply in replies for name in reply)
+    report["ping_ms"] = round((time.monotonic() - started) * 1000)
+    if not report["workers"]:
+        report["problems"].append("no worker answered the ping")
+
+    with new_session() as session:
+        beats = heartbeats(session)
+    now = datetime.now(timezone.utc)
+    report["beat"] = {name: round((now - at).total_seconds()) for name, at in beats.items()}
+    last_beat = beats.get("maintenance.beat_heartbeat")
+    if last_beat is None:
+        report["problems"].append("beat has never run")
+    elif (now - last_beat).total_seconds() > BEAT_STALE_AFTER_S:
+        report["problems"].append(f"beat is stale: last heartbeat {report['beat']['maintenance.beat_heartbeat']} s ago")
+    report["exit_code"] = DEGRADED if report["problems"] else HEALTHY
+    return report
+
+
+def main(as_json: bool = False) -> int:
+    report = collect()
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return report["exit_code"]
+    print(f"{'service':<12} state")
+    for name, state in report["services"].items():
+        print(f"{name:<12} {state}")
+    if "queues" in report:
+        print(f"\n{'queue':<14} depth")
+        for name, depth in report["queues"].items():
+            print(f"{name:<14} {depth}")
+    if "workers" in report:
+        print(f"\nworkers answering ping ({report['ping_ms']} ms): {', '.join(report['workers']) or 'none'}")
+    for name, age in report.get("beat", {}).items():
+        print(f"last success {name}: {age} s ago")
+    for problem in report["problems"]:
+        print(f"PROBLEM: {problem}")
+    print(f"\nstatus: {['healthy', 'degraded', 'down'][report['exit_code']]}")
+    return report["exit_code"]

@@ -1,0 +1,142 @@
+"""The one decorator every task uses.
+
+``@job("family.verb_noun")`` gives a task the shared policy: acks late and
+requeue on worker loss, retries of transient errors with exponential backoff
+and jitter, typed permanent errors that are never retried, and validation of
+the message's arguments against the function's type hints before any work.
+Routing and time limits come from celeryconfig.py, by task-name prefix.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import types
+import typing
+import uuid
+from collections.abc import Callable
+from typing import Any, NewType
+
+from celery import Task
+
+from workers.celery_app import app
+from workers.errors import TRANSIENT_ERRORS, InvalidArguments, JobError
+
+log = logging.getLogger("workers.task")
+
+UuidStr = NewType("UuidStr", str)
+"""A string that must parse as a UUID (post, comment and notification ids)."""
+
+MAX_LIST_ITEMS = 10_000
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def _check_value(name: str, value: Any, hint: Any) -> None:
+    if hint is Any or hint is inspect.Parameter.empty:
+        return
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(hint):
+            try:
+                _check_value(name, value, option)
+                return
+            except InvalidArguments as exc:
+                errors.append(exc)
+        raise InvalidArguments(f"argument {name!r} must be {_type_name(hint)}, got {type(value).__name__}")
+    if hint is type(None):
+        if value is not None:
+            raise InvalidArguments(f"argument {name!r} must be null")
+        return
+    if hint is UuidStr:
+        if not isinstance(value, str):
+            raise InvalidArguments(f"argument {name!r} must be a UUID string, got {type(value).__name__}")
+        try:
+            uuid.UUID(value)
+        except ValueError:
+            raise InvalidArguments(f"argument {name!r} is not a valid UUID: {value[:64]!r}") from None
+        return
+    if origin is list:
+        if not isinstance(value, list):
+            raise InvalidArguments(f"argument {name!r} must be a list, got {type(value).__name__}")
+        if len(value) > MAX_LIST_ITEMS:
+            raise InvalidArguments(f"argument {name!r} has {len(value)} items; the limit is {MAX_LIST_ITEMS}")
+        (item_hint,) = typing.get_args(hint) or (Any,)
+        for index, item in enumerate(value):
+            _check_value(f"{name}[{index}]", item, item_hint)
+        return
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise InvalidArguments(f"argument {name!r} must be an object, got {type(value).__name__}")
+        return
+    if hint is int:
+        # bool is an int subclass in Python; a JSON true is not an id.
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise InvalidArguments(f"argument {name!r} must be an integer, got {type(value).__name__}")
+        return
+    if hint is float:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise InvalidArguments(f"argument {name!r} must be a number, got {type(value).__name__}")
+        return
+    if isinstance(hint, type) and not isinstance(value, hint):
+        raise InvalidArguments(f"argument {name!r} must be {_type_name(hint)}, got {type(value).__name__}")
+
+
+def argument_validator(fn: Callable) -> Callable[[tuple, dict], None]:
+    signature = inspect.signature(fn)
+    hints = typing.get_type_hints(fn)
+
+    def validate(args: tuple, kwargs: dict) -> None:
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise InvalidArguments(f"{fn.__name__}: {exc}") from None
+        for name, value in bound.arguments.items():
+            _check_value(name, value, hints.get(name, Any))
+
+    return validate
+
+
+class JobTask(Task):
+    """Base class: logs permanent failures with their code and keeps the worker up."""
+
+    abstract = True
+    throws = (JobError,)  # expected failures: logged without a traceback
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        code = getattr(exc, "code", type(exc).__name__)
+        log.error("task failed permanently", extra={"error_code": code, "error": str(exc)[:500]})
+        super().on_failure(exc, task_id, args, kwargs, einfo)
+
+
+def job(name: str, *, max_retries: int = 5, transient: tuple = TRANSIENT_ERRORS, **options):
+    """Register a task under a stable ``family.verb_noun`` name with the shared policy."""
+    from celeryconfig import TASK_RETRY_BACKOFF_MAX
+
+    def decorator(fn: Callable) -> Task:
+        validate = argument_validator(fn)
+
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            validate(args, kwargs)
+            return fn(*args, **kwargs)
+
+        run.validate_arguments = validate  # type: ignore[attr-defined]
+        return app.task(
+            name=name,
+            base=JobTask,
+            acks_late=True,
+            reject_on_worker_lost=True,
+            autoretry_for=transient,
+            dont_autoretry_for=(JobError,),
+            retry_backoff=True,
+            retry_backoff_max=TASK_RETRY_BACKOFF_MAX,
+            retry_jitter=True,
+            max_retries=max_retries,
+            **options,
+        )(run)
+
+    return decorator
