@@ -40,7 +40,9 @@ def encode(image: Image.Image, x_components: int = 4, y_components: int = 3, siz
         raise ValueError("components must be 1..9")
     small = image.convert("RGB").resize((size, size), Image.BILINEAR)
     width = height = size
-    pixels = [(_SRGB_TO_LINEAR[r], _SRGB_TO_LINEAR[g], _SRGB_TO_LINEAR[b]) for r, g, b in small.getdata()]
+    raw = small.tobytes()
+    pixels = [(_SRGB_TO_LINEAR[raw[i]], _SRGB_TO_LINEAR[raw[i + 1]], _SRGB_TO_LINEAR[raw[i + 2]])
+              for i in range(0, len(raw), 3)]
     cos_x, cos_y = _cosines(x_components, width), _cosines(y_components, height)
     factors = []
     for j in range(y_components):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import io
 import time
+import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -26,7 +27,7 @@ from PIL import Image, ImageCms, UnidentifiedImageError
 
 from tasks.images import blurhash, saliency
 from tasks.images.errors import (
-    CORRUPT, OUT_OF_MEMORY, TOO_LARGE, TOO_MANY_FRAMES, TOO_MANY_PIXELS, TOO_SMALL,
+    CORRUPT, EMPTY_FILE, OUT_OF_MEMORY, TOO_LARGE, TOO_MANY_FRAMES, TOO_MANY_PIXELS, TOO_SMALL,
     UNSUPPORTED_FORMAT, ImageRejected,
 )
 
@@ -190,6 +191,8 @@ def encode_jpeg(image: Image.Image) -> bytes:
 def render(data: bytes) -> Rendered:
     """Validate and process one upload. Raises ImageRejected with a stable code."""
     started = time.perf_counter()
+    if not data:
+        raise ImageRejected(EMPTY_FILE, "the upload is empty")
     if len(data) > MAX_FILE_BYTES:
         raise ImageRejected(TOO_LARGE, f"{len(data):,} bytes; the limit is {MAX_FILE_BYTES:,}")
     fmt = sniff_format(data)
@@ -197,7 +200,10 @@ def render(data: bytes) -> Rendered:
         check_dimensions(*webp_canvas_size(data))
     notes: dict = {}
     try:
-        image = Image.open(io.BytesIO(data), formats=[fmt])
+        with warnings.catch_warnings():
+            # Between 1x and 2x MAX_IMAGE_PIXELS Pillow only warns; check_dimensions refuses it next.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=[fmt])
         width, height = image.size
         check_dimensions(width, height)
         frames = getattr(image, "n_frames", 1)

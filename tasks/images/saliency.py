@@ -29,7 +29,7 @@ def interest_profile(image: Image.Image, horizontal: bool) -> list[float]:
     saturation = small.convert("HSV").getchannel("S")
     energy = ImageChops.add(edges, saturation, scale=2.0)
     size = (energy.width, 1) if horizontal else (1, energy.height)
-    return [float(v) for v in energy.resize(size, Image.BOX).getdata()]
+    return [float(v) for v in energy.resize(size, Image.BOX).tobytes()]
 
 
 def attention_box(image: Image.Image) -> tuple[tuple[int, int, int, int], str]:
