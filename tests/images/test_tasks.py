@@ -213,3 +213,36 @@ def test_deleting_the_user_cascades_to_media_rows(clean_db, media_root, put_uplo
     with session_scope() as session:
         session.execute(text("DELETE FROM users WHERE id = :id"), {"id": user_id})
     assert rows(user_id=user_id) == []
+
+
+def test_a_transient_database_error_is_raised_for_retry_and_the_retry_converges(
+        clean_db, engine, media_root, put_upload, monkeypatch):
+    """Another connection holds the subject's lock past lock_timeout: a real
+    OperationalError (one of the retried TRANSIENT_ERRORS) leaves nothing half done."""
+    from sqlalchemy.exc import OperationalError
+
+    from db.session import reset_engine
+    from workers.errors import TRANSIENT_ERRORS
+
+    user_id = make_user()
+    source = put_upload("t.jpg", corpus.photo_jpeg(300, 300))
+    with engine.connect() as blocker:
+        blocker.execute(text("SELECT pg_advisory_lock(hashtextextended(:key, 0))"),
+                        {"key": f"images:profile_photo:{user_id}"})
+        monkeypatch.setenv("PGOPTIONS", "-c lock_timeout=300")
+        reset_engine()
+        try:
+            with pytest.raises(OperationalError) as raised:
+                process_profile_photo(user_id, source)
+            assert isinstance(raised.value, TRANSIENT_ERRORS)
+        finally:
+            monkeypatch.delenv("PGOPTIONS")
+            reset_engine()
+            blocker.execute(text("SELECT pg_advisory_unlock_all()"))
+            blocker.commit()
+    (row,) = rows(user_id=user_id)
+    assert row.processing_status == ProcessingStatus.PROCESSING
+    assert files(media_root) == set() and user_row(user_id).profile_photo_filename is None
+    summary = process_profile_photo(user_id, source)  # what @job's retry does
+    assert summary["status"] == "COMPLETED" and rows(user_id=user_id)[0].attempts == 2
+    assert files(media_root) == set(summary["variants"].values())
