@@ -36,8 +36,9 @@ MAX_FILE_BYTES = 5 * 1024 * 1024
 # 40 MP. Two reasons: (a) a genuine photo that fits in 5 MB is at most ~40 MP
 # (JPEG at ~1 bit/pixel, already heavy compression), so more pixels in 5 MB
 # means synthetic content, i.e. a bomb; (b) a PNG/WebP cannot be decoded
-# at reduced scale, and 40 MP RGBA is 160 MB, which with one working copy stays
-# under the 400 MB worker_max_memory_per_child ceiling (celeryconfig.py).
+# at reduced scale, and 40 MP RGBA is 160 MB (shrink_early then drops it for a
+# copy at most 1/4 the size), well under the 400 MB worker_max_memory_per_child
+# ceiling (celeryconfig.py).
 MAX_PIXELS = 40_000_000
 # Only the first frame is used; the count is checked so a header claiming a
 # huge animation is refused before the demuxer walks it.
@@ -163,6 +164,31 @@ def to_srgb(image: Image.Image, notes: dict) -> Image.Image:
     return rgb
 
 
+# Modes Image.reduce() accepts (it premultiplies alpha, so no dark fringes).
+REDUCIBLE_MODES = ("L", "LA", "RGB", "RGBA", "RGBX", "CMYK", "I", "F")
+
+
+def shrink_early(image: Image.Image) -> Image.Image:
+    """Box-reduce a fully decoded source by an integer factor right after decoding.
+
+    PNG and WebP cannot be decoded at reduced scale, so this is their DCT
+    scaling: everything after it (colour, crop, resize) works on the small copy,
+    and the full-size buffer is released, so a job's peak is one decode.
+    The factor keeps the short side at or above 512 px.
+    """
+    factor = min(image.size) // LARGEST
+    if factor < 2:
+        return image
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode not in REDUCIBLE_MODES:
+        return image
+    info = image.info
+    reduced = image.reduce(factor)
+    reduced.info = info  # keeps icc_profile for the colour conversion
+    return reduced
+
+
 def _orientation(image: Image.Image, notes: dict) -> int:
     try:
         value = image.getexif().get(0x0112, 1)
@@ -223,6 +249,7 @@ def render(data: bytes) -> Rendered:
         raise ImageRejected(OUT_OF_MEMORY, "the decoder could not allocate memory") from None
     except DECODE_ERRORS as exc:
         raise ImageRejected(CORRUPT, f"cannot decode {fmt}: {str(exc)[:200]}") from None
+    image = shrink_early(image)
     scale = width / image.width
     decoded = time.perf_counter()
 

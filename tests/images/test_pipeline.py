@@ -164,3 +164,24 @@ def test_dominant_colour_of_a_mostly_red_picture_is_red():
     ImageDraw.Draw(image).rectangle((0, 0, 15, 15), fill=(20, 200, 20))
     r, g, b = (int(pipeline.dominant_color(image)[i:i + 2], 16) for i in (1, 3, 5))
     assert r > 180 and g < 80 and b < 80
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "P"])
+def test_large_png_sources_are_reduced_right_after_decoding(mode):
+    image = corpus.photo_like(2200, 1100, sigma=4)
+    if mode == "RGBA":
+        image.putalpha(255)
+    elif mode == "P":
+        image = image.convert("P")
+    rendered = pipeline.render(corpus.save(image, "PNG"))
+    assert rendered.notes["decode_scale"] == 2.0  # 1100 // 512 = 2: colour and crop ran on 1100x550
+    assert (rendered.width, rendered.height) == (2200, 1100)
+    assert rendered.crop_box[3] - rendered.crop_box[1] == 1100
+
+
+def test_reducing_keeps_the_icc_profile_for_conversion():
+    image = Image.new("RGB", (1100, 1100), (200, 80, 60))
+    rendered = pipeline.render(corpus.save(image, "PNG", icc_profile=corpus.rgb_icc_profile("Display P3")))
+    assert rendered.notes["icc"] == "Display P3" and rendered.notes["decode_scale"] == 2.0
+    got = open_variant(rendered.variants["large"]).getpixel((256, 256))
+    assert close(got, corpus.expected_srgb("Display P3", (200, 80, 60)), 4)
