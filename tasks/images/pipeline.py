@@ -132,7 +132,9 @@ def to_srgb(image: Image.Image, notes: dict) -> Image.Image:
     """An RGB image in sRGB with alpha flattened onto white."""
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         # 16-bit grey: Pillow's convert("L") clips at 255 instead of scaling.
-        image = image.convert("I").point(lambda v: v * (1 / 257)).convert("L")
+        if image.mode != "I;16":
+            image = image.convert("I")
+        image = image.point(lambda v: v * (1 / 257)).convert("L")
         notes["depth"] = 16
     alpha = None
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
