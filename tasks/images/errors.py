@@ -19,9 +19,10 @@ CORRUPT = "corrupt"                    # header or pixel data cannot be decoded 
 TIMEOUT = "timeout"                    # the queue's soft time limit fired while decoding
 OUT_OF_MEMORY = "out_of_memory"        # the decoder could not allocate
 WORKER_LOST = "worker_lost"            # this upload's processing was started too many times
+INTERNAL_ERROR = "internal_error"      # a bug: recorded, and the task fails visibly (not retried)
 
 ALL_CODES = (BAD_PATH, NOT_FOUND, EMPTY_FILE, TOO_LARGE, UNSUPPORTED_FORMAT, TOO_MANY_PIXELS,
-             TOO_MANY_FRAMES, TOO_SMALL, CORRUPT, TIMEOUT, OUT_OF_MEMORY, WORKER_LOST)
+             TOO_MANY_FRAMES, TOO_SMALL, CORRUPT, TIMEOUT, OUT_OF_MEMORY, WORKER_LOST, INTERNAL_ERROR)
 
 
 class ImageRejected(JobError):

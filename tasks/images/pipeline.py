@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import struct
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -60,9 +61,10 @@ ORIENTATION_TRANSPOSE = {
     5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
-# Errors Pillow and its decoders raise on bad data (struct.error is a subclass of Exception only).
+# What Pillow's parsers and decoders raise on bad data (a hostile header can reach
+# struct, index and arithmetic errors inside the plugins).
 DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, IndexError,
-                 KeyError, TypeError, ZeroDivisionError, __import__("struct").error)
+                 KeyError, TypeError, ZeroDivisionError, struct.error)
 
 
 @dataclass
@@ -193,7 +195,9 @@ def shrink_early(image: Image.Image) -> Image.Image:
 
 def _orientation(image: Image.Image, notes: dict) -> int:
     try:
-        value = image.getexif().get(0x0112, 1)
+        with warnings.catch_warnings():  # corrupt EXIF warns per tag; the orientation is all we read
+            warnings.simplefilter("ignore")
+            value = image.getexif().get(0x0112, 1)
     except Exception as exc:  # hostile EXIF must not sink an otherwise good photo
         notes["exif_ignored"] = str(exc)[:120]
         return 1
@@ -229,8 +233,9 @@ def render(data: bytes) -> Rendered:
     notes: dict = {}
     try:
         with warnings.catch_warnings():
-            # Between 1x and 2x MAX_IMAGE_PIXELS Pillow only warns; check_dimensions refuses it next.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # Between 1x and 2x MAX_IMAGE_PIXELS Pillow only warns (check_dimensions refuses
+            # it next), and corrupt EXIF warns once per tag: keep both out of the worker log.
+            warnings.simplefilter("ignore")
             image = Image.open(io.BytesIO(data), formats=[fmt])
         width, height = image.size
         check_dimensions(width, height)

@@ -14,7 +14,8 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from db.session import session_scope
 from tasks.images import pipeline, service, storage
-from tasks.images.errors import TIMEOUT, ImageRejected
+from tasks.images.errors import INTERNAL_ERROR, TIMEOUT, ImageRejected
+from workers.errors import TRANSIENT_ERRORS
 from workers.task import UuidStr, job
 
 
@@ -55,6 +56,12 @@ def _process(subject: service.Subject, start: service.Start, source_path: str) -
         rejection = exc
     except SoftTimeLimitExceeded:
         rejection = ImageRejected(TIMEOUT, "processing exceeded the images queue's soft time limit")
+    except TRANSIENT_ERRORS:
+        raise
+    except Exception as exc:  # a bug, not the file's fault: record it, then fail visibly
+        with session_scope() as session:
+            service.fail(session, start.media_id, ImageRejected(INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"[:300]))
+        raise
     if rejection is not None:
         facts = {"sha256": hashlib.sha256(data).hexdigest(), "file_size": len(data)} if data else None
         with session_scope() as session:

@@ -246,3 +246,17 @@ def test_a_transient_database_error_is_raised_for_retry_and_the_retry_converges(
     summary = process_profile_photo(user_id, source)  # what @job's retry does
     assert summary["status"] == "COMPLETED" and rows(user_id=user_id)[0].attempts == 2
     assert files(media_root) == set(summary["variants"].values())
+
+
+def test_a_bug_in_processing_is_recorded_and_fails_the_task_visibly(clean_db, media_root, put_upload, monkeypatch):
+    from tasks.images import pipeline
+
+    def broken(data: bytes):
+        raise RuntimeError("a bug, not the file")
+
+    monkeypatch.setattr(pipeline, "render", broken)  # fault injection into our own code
+    user_id = make_user()
+    with pytest.raises(RuntimeError):
+        process_profile_photo(user_id, put_upload("b.jpg", corpus.photo_jpeg(100, 100)))
+    (row,) = rows(user_id=user_id)
+    assert row.processing_status == ProcessingStatus.FAILED and row.meta["error_code"] == "internal_error"
