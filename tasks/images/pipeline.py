@@ -126,7 +126,7 @@ def _srgb() -> ImageCms.ImageCmsProfile:
 def _transform_to_srgb(icc: bytes, mode: str) -> tuple[ImageCms.ImageCmsTransform, str]:
     source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
     name = (ImageCms.getProfileDescription(source) or "").strip()[:80]
-    transform = ImageCms.buildTransform(source, _srgb(), mode, "RGB", ImageCms.Intent.PERCEPTUAL)
+    transform = ImageCms.buildTransform(source, _srgb(), mode, "RGB", ImageCms.Intent.RELATIVE_COLORIMETRIC)
     return transform, name
 
 

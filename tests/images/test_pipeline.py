@@ -206,3 +206,18 @@ def test_mutated_files_are_either_processed_or_rejected_with_a_code():
         outcomes.add(code)
         assert code is None or code in ALL_CODES
     assert {None, "corrupt", "unsupported_format"} <= outcomes
+
+
+@pytest.mark.parametrize("profile", ["cmyk", "p3"])
+def test_libvips_tagged_cmyk_and_p3_jpegs_round_trip_to_the_original_srgb(profile):
+    """libvips' built-in CMYK (a real press profile) and Display P3 profiles, as a
+    second, independent source of tagged files: sRGB -> profile -> our pipeline -> sRGB."""
+    pyvips = pytest.importorskip("pyvips")
+    colour = (200, 80, 60)
+    source = pyvips.Image.black(300, 300, bands=3).new_from_image(list(colour)).copy(interpretation="srgb")
+    data = source.cast("uchar").icc_export(output_profile=profile, intent="relative").jpegsave_buffer(Q=95)
+    tagged = Image.open(io.BytesIO(data))
+    assert tagged.mode == ("CMYK" if profile == "cmyk" else "RGB") and tagged.info.get("icc_profile")
+    got = open_variant(pipeline.render(data).variants["large"]).getpixel((256, 256))
+    assert close(got, colour, 6), got
+    assert not close(tagged.convert("RGB").getpixel((150, 150)), colour, 6)  # ignoring the profile is wrong
