@@ -260,3 +260,12 @@ def test_a_bug_in_processing_is_recorded_and_fails_the_task_visibly(clean_db, me
         process_profile_photo(user_id, put_upload("b.jpg", corpus.photo_jpeg(100, 100)))
     (row,) = rows(user_id=user_id)
     assert row.processing_status == ProcessingStatus.FAILED and row.meta["error_code"] == "internal_error"
+
+
+def test_images_tasks_are_routed_to_the_images_queue_with_its_time_limits(celery_app):
+    for name in ("images.process_profile_photo", "images.process_post_photo"):
+        task = celery_app.tasks[name]
+        assert celery_app.amqp.router.route({}, name)["queue"].name == "images"
+        assert (task.soft_time_limit, task.time_limit) == (30, 45)
+        assert task.acks_late and task.reject_on_worker_lost
+    assert celery_app.conf.worker_max_memory_per_child == 400_000
