@@ -1,0 +1,177 @@
+"""Where uploads are read from and variants are written to, safely.
+
+Layout under MEDIA_ROOT (env; default ``$DATA_DIR/media``, i.e. ``.data/media``
+in the project; a relative MEDIA_ROOT is taken from the project root):
+
+    uploads/           sources written by the web tier; task arguments are relative to it
+    profile_photos/    profile_<uuid-hex>_{thumbnail,small,medium,large}.jpg
+    post_photos/       post_<uuid-hex>_{thumbnail,small,medium,large}.jpg
+    avatars/           default avatars, rendered on demand
+"""
+from __future__ import annotations
+
+import errno
+import os
+import re
+import secrets
+import stat
+import uuid
+from pathlib import Path, PurePosixPath
+
+from tasks.images.errors import BAD_PATH, EMPTY_FILE, NOT_FOUND, TOO_LARGE, ImageRejected
+from tasks.images.pipeline import MAX_FILE_BYTES, VARIANT_SIZES
+from workers.embedded import PROJECT_ROOT, data_dir
+
+FOLDERS = {"profile_photo": "profile_photos", "post_photo": "post_photos"}
+PREFIXES = {"profile_photo": "profile", "post_photo": "post"}
+# The variant a reference points at: users.profile_image_url -> medium, posts.image_url -> large.
+PRIMARY_VARIANT = {"profile_photo": "medium", "post_photo": "large"}
+# A fixed namespace: the same (purpose, subject, content) always yields the same file names.
+VARIANT_NAMESPACE = uuid.UUID("6f1c1f0e-3b7a-5c1e-9a55-2d1b8c3e7a10")
+MAX_SOURCE_PATH = 1024
+
+
+def media_root() -> Path:
+    configured = os.environ.get("MEDIA_ROOT")
+    if not configured:
+        return data_dir() / "media"
+    path = Path(configured)
+    return (path if path.is_absolute() else PROJECT_ROOT / path).resolve()
+
+
+def media_url() -> str:
+    return os.environ.get("MEDIA_URL", "/media").rstrip("/")
+
+
+def uploads_dir() -> Path:
+    return media_root() / "uploads"
+
+
+def folder(purpose: str) -> Path:
+    return media_root() / FOLDERS[purpose]
+
+
+def variant_base(purpose: str, subject_key: str, sha256: str) -> str:
+    """``profile_<hex>``: deterministic, so a retried or duplicated task rewrites the same files."""
+    return f"{PREFIXES[purpose]}_{uuid.uuid5(VARIANT_NAMESPACE, f'{purpose}:{subject_key}:{sha256}').hex}"
+
+
+def variant_names(base: str) -> dict[str, str]:
+    return {name: f"{base}_{name}.jpg" for name, _size in VARIANT_SIZES}
+
+
+def variant_url(purpose: str, base: str, size_name: str | None = None) -> str:
+    return f"{media_url()}/{FOLDERS[purpose]}/{base}_{size_name or PRIMARY_VARIANT[purpose]}.jpg"
+
+
+def base_from_url(purpose: str, url: str | None) -> str | None:
+    """The variant base a stored URL points at, or None if it is not one of ours."""
+    if not url:
+        return None
+    pattern = (re.escape(f"{media_url()}/{FOLDERS[purpose]}/") + f"({PREFIXES[purpose]}_[0-9a-f]{{32}})_"
+               + re.escape(f"{PRIMARY_VARIANT[purpose]}.jpg") + "$")
+    match = re.match(pattern, url)
+    return match.group(1) if match else None
+
+
+def _reject(code: str, message: str) -> ImageRejected:
+    return ImageRejected(code, message)
+
+
+def resolve_upload(source_path: str) -> Path:
+    """The real path of ``source_path`` inside uploads/, or ImageRejected(bad_path)."""
+    if not source_path or len(source_path) > MAX_SOURCE_PATH or "\x00" in source_path or "\\" in source_path:
+        raise _reject(BAD_PATH, "source_path must be a relative path inside uploads/")
+    relative = PurePosixPath(source_path)
+    if relative.is_absolute() or ".." in relative.parts:
+        raise _reject(BAD_PATH, "source_path must not be absolute or contain '..'")
+    uploads = uploads_dir().resolve()
+    real = (uploads / relative).resolve()
+    if not real.is_relative_to(uploads) or real == uploads:
+        raise _reject(BAD_PATH, "source_path resolves outside uploads/ (symlink?)")
+    return real
+
+
+def read_upload(source_path: str) -> bytes:
+    """The bytes of an upload, at most MAX_FILE_BYTES, read through one file descriptor."""
+    real = resolve_upload(source_path)
+    try:
+        # O_NOFOLLOW: a final component swapped for a symlink after resolve() fails
+        # with ELOOP; O_NONBLOCK: a FIFO planted in uploads/ cannot hang the worker.
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise _reject(NOT_FOUND, f"no upload at {source_path[:200]!r}") from None
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENOTDIR, errno.EACCES, errno.ENXIO):
+            raise _reject(BAD_PATH, f"cannot open upload: {exc.strerror}") from None
+        raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise _reject(BAD_PATH, "the upload is not a regular file")
+        # What was opened must still be inside uploads/ (an intermediate directory
+        # swapped for a symlink between resolve() and open()).
+        opened = Path(os.readlink(f"/proc/self/fd/{fd}")) if Path("/proc/self/fd").exists() else real
+        if not opened.is_relative_to(uploads_dir().resolve()):
+            raise _reject(BAD_PATH, "the opened file is outside uploads/")
+        if info.st_size == 0:
+            raise _reject(EMPTY_FILE, "the upload is empty")
+        if info.st_size > MAX_FILE_BYTES:
+            raise _reject(TOO_LARGE, f"{info.st_size:,} bytes; the limit is {MAX_FILE_BYTES:,}")
+        with os.fdopen(fd, "rb", closefd=False) as stream:
+            data = stream.read(MAX_FILE_BYTES + 1)
+    finally:
+        os.close(fd)
+    if not data:
+        raise _reject(EMPTY_FILE, "the upload is empty")
+    if len(data) > MAX_FILE_BYTES:
+        raise _reject(TOO_LARGE, f"more than {MAX_FILE_BYTES:,} bytes")
+    return data
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Readers see the old file or the whole new one, never a partial write."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(temporary, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def write_variants(purpose: str, base: str, variants: dict[str, bytes]) -> list[Path]:
+    directory = folder(purpose)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, filename in variant_names(base).items():
+        path = directory / filename
+        write_atomically(path, variants[name])
+        paths.append(path)
+    # The renames must be durable before the database row that references them commits.
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return paths
+
+
+def variants_exist(purpose: str, base: str) -> bool:
+    directory = folder(purpose)
+    return all((directory / filename).is_file() for filename in variant_names(base).values())
+
+
+def delete_variants(purpose: str, base: str) -> int:
+    directory = folder(purpose)
+    deleted = 0
+    for filename in variant_names(base).values():
+        try:
+            (directory / filename).unlink()
+            deleted += 1
+        except FileNotFoundError:
+            pass
+    return deleted
