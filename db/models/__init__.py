@@ -1,7 +1,7 @@
 """All models, imported here so Base.metadata is complete for Alembic and tests."""
 from db.base import Base
 from db.models.social import Comment, EmojiReaction, Follow, Like, Post, Share, User
-from db.models.notifications import Notification
+from db.models.notifications import Notification, NotificationRateLimit
 from db.models.operations import JobHeartbeat
 
-__all__ = ["Base", "Comment", "EmojiReaction", "Follow", "JobHeartbeat", "Like", "Notification", "Post", "Share", "User"]
+__all__ = ["Base", "Comment", "EmojiReaction", "Follow", "JobHeartbeat", "Like", "Notification", "NotificationRateLimit", "Post", "Share", "User"]
