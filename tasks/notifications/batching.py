@@ -1,0 +1,424 @@
+"""Seed 001's batching flow, made exactly-once and race-free.
+
+Per (recipient, batch key), in event-time order:
+1. an open batch (created within ``max_age_hours`` of the event and below
+   ``max_batch_size``) gets the event as a child, its ``batch_count`` is
+   recounted from its children and it is re-marked unread;
+2. else a single younger than 1 hour is converted: a new parent, the single
+   and the event become its children;
+3. else a new single is created, unless the recipient already got 20 new
+   singles of this type in the event's clock hour: then the event folds into
+   the recipient's overflow batch ``<type>:user:<recipient>`` (see
+   ``BatchConfig.overflow_key``), so nothing is lost.
+
+Every window is measured against the event's own time (the source row's
+``created_at``), passed in from Python, never the database's ``now()``.
+
+Concurrency: the caller's transaction takes ``pg_advisory_xact_lock`` on every
+(recipient, batch key) and (recipient, overflow key) it may touch, in sorted
+order (no deadlock between single and bulk calls), then checks dedupe keys, so
+two workers never open two batches for one key and a redelivered task finds
+its own row. The unique index on (user_id, dedupe_key) is the backstop.
+
+``apply_events`` takes any number of events: ``notifications.record`` passes
+one, ``notifications.record_many`` thousands, with the same few set-based
+statements either way.
+"""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import insert, text
+from sqlalchemy.orm import Session
+
+from db.models import Notification
+from tasks.notifications.config import (
+    BATCH_CONFIGS, RATE_LIMIT_PER_HOUR, SINGLE_CONVERSION_HOURS, batch_texts,
+)
+
+MAX_AGE = timedelta(hours=max(c.max_age_hours for c in BATCH_CONFIGS.values()))
+
+
+@dataclass
+class Event:
+    kind: str
+    recipient_id: int
+    actor_id: int
+    actor_name: str
+    post_id: str | None
+    event_at: datetime
+    dedupe_key: str
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def config(self):
+        return BATCH_CONFIGS[self.kind]
+
+    @property
+    def batch_key(self) -> str:
+        return self.config.batch_key(post_id=self.post_id, recipient_id=self.recipient_id)
+
+    @property
+    def overflow_key(self) -> str:
+        return self.config.overflow_key(self.recipient_id)
+
+    @property
+    def rate_window(self) -> tuple[int, str, datetime]:
+        return (self.recipient_id, self.kind, self.event_at.replace(minute=0, second=0, microsecond=0))
+
+
+@dataclass
+class Outcome:
+    status: str                  # created | batched | converted | folded | duplicate | self
+    notification_id: str | None = None
+    parent_id: str | None = None
+
+    def as_dict(self) -> dict:
+        return {"status": self.status, "notification_id": self.notification_id, "parent_id": self.parent_id}
+
+
+@dataclass
+class _Top:
+    """A top-level row of one (recipient, batch key): the latest batch or single."""
+    id: str
+    created_at: datetime
+    count: int
+    row: dict | None = None      # set when inserted by this call
+
+
+def lock_keys(session: Session, keys: set[tuple[int, str]]) -> None:
+    session.execute(text(
+        "SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) "
+        "FROM (SELECT k FROM unnest(CAST(:keys AS text[])) AS k ORDER BY k) AS sorted"),
+        {"keys": sorted(f"notif:{user_id}:{key}" for user_id, key in keys)})
+
+
+_STATE_SQL = text("""
+SELECT 'dup' AS what, n.user_id, n.dedupe_key AS key, NULL::boolean AS is_batch, NULL::text AS id,
+       NULL::timestamptz AS created_at, NULL::integer AS batch_count
+FROM notifications AS n
+JOIN unnest(CAST(:dedupe_users AS integer[]), CAST(:dedupe_keys AS text[])) AS d(user_id, dedupe_key)
+  ON n.user_id = d.user_id AND n.dedupe_key = d.dedupe_key
+UNION ALL
+SELECT * FROM (
+  SELECT DISTINCT ON (n.user_id, n.batch_key, n.is_batch)
+         'top', n.user_id, n.batch_key, n.is_batch, n.id::text, n.created_at, n.batch_count
+  FROM notifications AS n
+  JOIN unnest(CAST(:group_users AS integer[]), CAST(:group_keys AS text[])) AS g(user_id, batch_key)
+    ON n.user_id = g.user_id AND n.batch_key = g.batch_key
+  WHERE n.parent_id IS NULL AND n.created_at >= :since
+  ORDER BY n.user_id, n.batch_key, n.is_batch, n.created_at DESC
+) AS latest
+""")
+
+_PEEK_COUNTERS_SQL = text("""
+INSERT INTO notification_rate_limits (user_id, type, window_start, count)
+SELECT u, t, w, 0 FROM unnest(CAST(:users AS integer[]), CAST(:types AS text[]),
+                              CAST(:windows AS timestamptz[])) AS v(u, t, w)
+ORDER BY u, t, w
+ON CONFLICT (user_id, type, window_start) DO UPDATE SET count = notification_rate_limits.count
+RETURNING user_id, type, window_start, count
+""")
+
+_ADD_COUNTERS_SQL = text("""
+UPDATE notification_rate_limits AS r SET count = r.count + v.n
+FROM unnest(CAST(:users AS integer[]), CAST(:types AS text[]), CAST(:windows AS timestamptz[]),
+            CAST(:added AS integer[])) AS v(u, t, w, n)
+WHERE r.user_id = v.u AND r.type = v.t AND r.window_start = v.w
+""")
+
+_CONVERT_SQL = text("""
+UPDATE notifications AS n SET parent_id = CAST(v.parent AS uuid)
+FROM unnest(CAST(:ids AS uuid[]), CAST(:parents AS text[])) AS v(id, parent)
+WHERE n.id = v.id
+""")
+
+_RECOUNT_SQL = text("""
+SELECT p.id::text, p.type, p.batch_key, count(c.id) AS n,
+       coalesce(array_agg(DISTINCT c.type) FILTER (WHERE c.id IS NOT NULL), '{}') AS child_types
+FROM notifications AS p LEFT JOIN notifications AS c ON c.parent_id = p.id
+WHERE p.id = ANY(CAST(:ids AS uuid[]))
+GROUP BY p.id
+""")
+
+_UPDATE_PARENTS_SQL = text("""
+UPDATE notifications AS n
+SET batch_count = v.n, title = v.title, message = v.message,
+    last_updated_at = greatest(n.last_updated_at, coalesce(v.bumped, n.last_updated_at)),
+    read = CASE WHEN v.bumped IS NULL THEN n.read ELSE false END,
+    read_at = CASE WHEN v.bumped IS NULL THEN n.read_at ELSE NULL END
+FROM unnest(CAST(:ids AS uuid[]), CAST(:counts AS integer[]), CAST(:titles AS text[]),
+            CAST(:messages AS text[]), CAST(:bumped AS timestamptz[])) AS v(id, n, title, message, bumped)
+WHERE n.id = v.id
+""")
+
+
+def _single_texts(event: Event) -> tuple[str, str]:
+    config = event.config
+    values = {"actor": event.actor_name, "emoji": event.extra.get("emoji_code") or "an emoji",
+              "where": "comment" if event.extra.get("comment_id") else "post"}
+    return config.single_title, config.single_template.format_map(values)
+
+
+def _row(event: Event, *, parent_id: str | None, batch_key: str) -> dict:
+    title, message = _single_texts(event)
+    data = {"actor_id": event.actor_id, "actor_username": event.actor_name, **event.extra}
+    if event.post_id is not None:
+        data["post_id"] = event.post_id
+    return {"id": str(uuid.uuid4()), "user_id": event.recipient_id, "type": event.kind, "title": title,
+            "message": message, "data": data, "read": False, "created_at": event.event_at,
+            "last_updated_at": event.event_at, "parent_id": parent_id, "is_batch": False, "batch_count": 1,
+            "batch_key": batch_key, "dedupe_key": event.dedupe_key}
+
+
+def _parent_row(event: Event, *, batch_key: str, parent_type: str) -> dict:
+    data = {"post_id": event.post_id} if event.post_id and ":post:" in batch_key else None
+    return {"id": str(uuid.uuid4()), "user_id": event.recipient_id, "type": parent_type, "title": "",
+            "message": "", "data": data, "read": False, "created_at": event.event_at,
+            "last_updated_at": event.event_at, "parent_id": None, "is_batch": True, "batch_count": 0,
+            "batch_key": batch_key, "dedupe_key": None}
+
+
+class _Plan:
+    """The batching flow run in memory over the locked state; flushed with set-based SQL."""
+
+    def __init__(self, state: dict, counters: dict | None):
+        self.state = state                  # (user_id, key) -> {"batch": _Top|None, "single": _Top|None}
+        self.counters = counters            # (user_id, type, window) -> count, None = not loaded
+        self.consumed: dict = {}
+        self.parents: list[dict] = []
+        self.rows: list[dict] = []
+        self.conversions: list[tuple[str, str]] = []
+        self.touched: dict[str, datetime] = {}
+        self.singles_wanted = False
+
+    def _group(self, user_id: int, key: str) -> dict:
+        return self.state.setdefault((user_id, key), {"batch": None, "single": None})
+
+    def _add_child(self, event: Event, batch: _Top, key: str) -> dict:
+        row = _row(event, parent_id=batch.id, batch_key=key)
+        self.rows.append(row)
+        batch.count += 1
+        if batch.row is not None:  # inserted by this call: satisfy batch_count >= 1 before the recount
+            batch.row["batch_count"] = batch.count
+        last = self.touched.get(batch.id)
+        self.touched[batch.id] = event.event_at if last is None else max(last, event.event_at)
+        return row
+
+    def _convert(self, event: Event, group: dict, key: str, parent_type: str) -> dict:
+        single: _Top = group["single"]
+        parent = _parent_row(event, batch_key=key, parent_type=parent_type)
+        self.parents.append(parent)
+        if single.row is not None:
+            single.row["parent_id"] = parent["id"]
+        else:
+            self.conversions.append((single.id, parent["id"]))
+        group["single"] = None
+        group["batch"] = _Top(parent["id"], event.event_at, 1, parent)
+        self.touched[parent["id"]] = event.event_at
+        return self._add_child(event, group["batch"], key)
+
+    def apply(self, event: Event) -> Outcome:
+        config = event.config
+        key = event.batch_key
+        group = self._group(event.recipient_id, key)
+        batch: _Top | None = group["batch"]
+        single: _Top | None = group["single"]
+        if (batch is not None and batch.created_at >= event.event_at - timedelta(hours=config.max_age_hours)
+                and (config.max_batch_size is None or batch.count < config.max_batch_size)):
+            row = self._add_child(event, batch, key)
+            return Outcome("batched", row["id"], batch.id)
+        if single is not None and single.created_at >= event.event_at - timedelta(hours=SINGLE_CONVERSION_HOURS):
+            row = self._convert(event, group, key, config.parent_type)
+            return Outcome("converted", row["id"], row["parent_id"])
+        self.singles_wanted = True
+        if self.counters is not None:
+            window = event.rate_window
+            used = self.counters.get(window, 0) + self.consumed.get(window, 0)
+            if used >= RATE_LIMIT_PER_HOUR:
+                return self._fold(event)
+            self.consumed[window] = self.consumed.get(window, 0) + 1
+        row = _row(event, parent_id=None, batch_key=key)
+        self.rows.append(row)
+        group["single"] = _Top(row["id"], event.event_at, 1, row)
+        return Outcome("created", row["id"], None)
+
+    def _fold(self, event: Event) -> Outcome:
+        config = event.config
+        key = event.overflow_key
+        group = self._group(event.recipient_id, key)
+        batch, single = group["batch"], group["single"]
+        window = timedelta(hours=config.max_age_hours)
+        if batch is not None and batch.created_at >= event.event_at - window:
+            row = self._add_child(event, batch, key)
+        elif single is not None and single.created_at >= event.event_at - window:
+            row = self._convert(event, group, key, config.notification_type)
+        else:
+            parent = _parent_row(event, batch_key=key, parent_type=config.notification_type)
+            self.parents.append(parent)
+            group["batch"] = _Top(parent["id"], event.event_at, 0, parent)
+            row = self._add_child(event, group["batch"], key)
+        return Outcome("folded", row["id"], row["parent_id"])
+
+
+def _load_state(session: Session, events: list[Event]) -> tuple[set, dict]:
+    groups = sorted({(e.recipient_id, k) for e in events for k in (e.batch_key, e.overflow_key)})
+    result = session.execute(_STATE_SQL, {
+        "dedupe_users": [e.recipient_id for e in events], "dedupe_keys": [e.dedupe_key for e in events],
+        "group_users": [g[0] for g in groups], "group_keys": [g[1] for g in groups],
+        "since": min(e.event_at for e in events) - MAX_AGE,
+    })
+    seen, state = set(), {}
+    for what, user_id, key, is_batch, row_id, created_at, batch_count in result:
+        if what == "dup":
+            seen.add((user_id, key))
+        else:
+            group = state.setdefault((user_id, key), {"batch": None, "single": None})
+            group["batch" if is_batch else "single"] = _Top(row_id, created_at, batch_count)
+    return seen, state
+
+
+def _peek_counters(session: Session, events: list[Event]) -> dict:
+    windows = sorted({e.rate_window for e in events})
+    rows = session.execute(_PEEK_COUNTERS_SQL, {
+        "users": [w[0] for w in windows], "types": [w[1] for w in windows], "windows": [w[2] for w in windows]})
+    return {(u, t, w): n for u, t, w, n in rows}
+
+
+def recount_parents(session: Session, parent_ids: list[str], bumped: dict[str, datetime] | None = None) -> int:
+    """Recompute batch_count (and texts) of parents from their children; delete empty ones.
+
+    A parent in ``bumped`` grew: it is re-marked unread and its last_updated_at
+    moves forward to the newest event. Returns the number of parents deleted.
+    """
+    if not parent_ids:
+        return 0
+    bumped = bumped or {}
+    updates, empty = [], []
+    for parent_id, parent_type, batch_key, count, child_types in session.execute(
+            _RECOUNT_SQL, {"ids": list(parent_ids)}):
+        if count == 0:
+            empty.append(parent_id)
+            continue
+        title, message = batch_texts(parent_type, batch_key, count, set(child_types))
+        updates.append((parent_id, count, title, message, bumped.get(parent_id)))
+    if updates:
+        session.execute(_UPDATE_PARENTS_SQL, {
+            "ids": [u[0] for u in updates], "counts": [u[1] for u in updates],
+            "titles": [u[2] for u in updates], "messages": [u[3] for u in updates],
+            "bumped": [u[4] for u in updates]})
+    if empty:
+        session.execute(text("DELETE FROM notifications WHERE id = ANY(CAST(:ids AS uuid[]))"), {"ids": empty})
+    return len(empty)
+
+
+def apply_events(session: Session, events: list[Event]) -> list[Outcome]:
+    """Record events as notifications (see the module docstring). The caller commits."""
+    outcomes: list[Outcome | None] = [None] * len(events)
+    live: list[int] = []
+    in_call: set[tuple[int, str]] = set()
+    for index, event in enumerate(events):
+        if event.actor_id == event.recipient_id:
+            outcomes[index] = Outcome("self")
+        elif (event.recipient_id, event.dedupe_key) in in_call:
+            outcomes[index] = Outcome("duplicate")
+        else:
+            in_call.add((event.recipient_id, event.dedupe_key))
+            live.append(index)
+    if not live:
+        return outcomes  # type: ignore[return-value]
+    live_events = [events[i] for i in live]
+    lock_keys(session, {(e.recipient_id, k) for e in live_events for k in (e.batch_key, e.overflow_key)})
+    seen, state = _load_state(session, live_events)
+    todo = []
+    for index in live:
+        event = events[index]
+        if (event.recipient_id, event.dedupe_key) in seen:
+            outcomes[index] = Outcome("duplicate")
+        else:
+            todo.append(index)
+    todo.sort(key=lambda i: events[i].event_at)
+
+    # Plan without the rate limit first: most events join a batch, and then the
+    # counters are never read or locked. If any would create a single, plan
+    # again from the same state with the counters locked.
+    def plan_with(counters):
+        fresh_state = {k: {s: (None if t is None else _Top(t.id, t.created_at, t.count)) for s, t in v.items()}
+                       for k, v in state.items()}
+        plan = _Plan(fresh_state, counters)
+        return plan, {i: plan.apply(events[i]) for i in todo}
+
+    plan, planned = plan_with(None)
+    if plan.singles_wanted:
+        plan, planned = plan_with(_peek_counters(session, [events[i] for i in todo]))
+    for index, outcome in planned.items():
+        outcomes[index] = outcome
+
+    table = Notification.__table__
+    if plan.parents:
+        session.execute(insert(table), plan.parents)
+    if plan.rows:
+        session.execute(insert(table), plan.rows)
+    if plan.conversions:
+        session.execute(_CONVERT_SQL, {"ids": [c[0] for c in plan.conversions],
+                                       "parents": [c[1] for c in plan.conversions]})
+    if plan.consumed:
+        windows = sorted(plan.consumed)
+        session.execute(_ADD_COUNTERS_SQL, {
+            "users": [w[0] for w in windows], "types": [w[1] for w in windows],
+            "windows": [w[2] for w in windows], "added": [plan.consumed[w] for w in windows]})
+    recount_parents(session, list(plan.touched), plan.touched)
+    return outcomes  # type: ignore[return-value]
+
+
+def retract_actor(session: Session, *, kind: str, actor_id: int, recipient_id: int,
+                  post_id: str | None) -> dict:
+    """Remove an actor's notifications of ``kind`` (unlike, unfollow); recount or delete parents."""
+    config = BATCH_CONFIGS[kind]
+    batch_key = config.batch_key(post_id=post_id, recipient_id=recipient_id)
+    lock_keys(session, {(recipient_id, batch_key), (recipient_id, config.overflow_key(recipient_id))})
+    match = {"actor_id": actor_id}
+    if config.batch_scope == "post":
+        match["post_id"] = post_id
+    parents = session.execute(text(
+        "DELETE FROM notifications WHERE user_id = :user_id AND type = :kind AND is_batch = false "
+        "AND data @> CAST(:match AS jsonb) RETURNING parent_id::text"),
+        {"user_id": recipient_id, "kind": kind, "match": _json(match)}).scalars().all()
+    removed = len(parents)
+    parent_ids = sorted({p for p in parents if p})
+    deleted = recount_parents(session, parent_ids)
+    return {"status": "retracted" if removed else "nothing", "removed": removed,
+            "parents_recounted": len(parent_ids) - deleted, "parents_deleted": deleted}
+
+
+def _json(value) -> str:
+    import json
+
+    return json.dumps(value)
+
+
+def unread_count(session: Session, user_id: int) -> int:
+    """Seed 001's unread count: parents (and singles) only, never batch children."""
+    return session.execute(text(
+        "SELECT count(*) FROM notifications WHERE user_id = :user_id AND read = false AND parent_id IS NULL"),
+        {"user_id": user_id}).scalar_one()
+
+
+def mark_read(session: Session, user_id: int, *, notification_ids: list[str] | None, all: bool,
+              now: datetime) -> int:
+    """Mark top-level notifications (and their children) read; returns top-level rows changed.
+
+    ``read`` and ``read_at`` always change together (a check constraint holds them equal).
+    """
+    if all:
+        condition, params = "TRUE", {}
+    else:
+        condition = "(id = ANY(CAST(:ids AS uuid[])) OR parent_id = ANY(CAST(:ids AS uuid[])))"
+        params = {"ids": list(notification_ids or [])}
+    return session.execute(text(
+        f"WITH changed AS (UPDATE notifications SET read = true, read_at = :now "
+        f"WHERE user_id = :user_id AND read = false AND {condition} RETURNING parent_id) "
+        f"SELECT count(*) FROM changed WHERE parent_id IS NULL"),
+        {"user_id": user_id, "now": now, **params}).scalar_one()
