@@ -1,0 +1,108 @@
+"""Real messages through the real broker to real workers."""
+from collections import Counter
+
+import pytest
+from celery.result import ResultSet
+from sqlalchemy import text
+
+pytestmark = pytest.mark.integration
+
+
+def _seed(engine, likers: int) -> tuple[int, str, list[str], list[int]]:
+    with engine.begin() as connection:
+        user_ids = connection.execute(text(
+            "INSERT INTO users (email, username, hashed_password) "
+            "SELECT 'r' || g || '@example.com', 'r' || g, '!' FROM generate_series(0, :n) AS g RETURNING id"),
+            {"n": likers}).scalars().all()
+        author, likers_ids = user_ids[0], user_ids[1:]
+        post_id = connection.execute(text(
+            "INSERT INTO posts (author_id, content) VALUES (:a, 'race') RETURNING id::text"), {"a": author}).scalar()
+        like_ids = connection.execute(text(
+            "INSERT INTO likes (user_id, post_id) SELECT u, CAST(:p AS uuid) FROM unnest(CAST(:u AS int[])) AS u "
+            "RETURNING id::text"), {"p": post_id, "u": likers_ids}).scalars().all()
+    return author, post_id, like_ids, likers_ids
+
+
+def test_two_workers_race_200_likes_sent_twice_into_one_batch(clean_db, celery_app, worker_processes):
+    from tasks.notifications.tasks import record
+
+    author, post_id, like_ids, liker_ids = _seed(clean_db, 200)
+    worker_processes("notif-race-a", ["notifications"], concurrency=1)
+    worker_processes("notif-race-b", ["notifications"], concurrency=1)
+    results = []
+    for like_id in like_ids:
+        results += [record.delay("like", like_id), record.delay("like", like_id)]
+    outcomes = ResultSet(results).join_native(timeout=120, propagate=True)
+
+    assert Counter(o["status"] for o in outcomes) == {"created": 1, "converted": 1, "batched": 198,
+                                                      "duplicate": 200}
+    with clean_db.connect() as connection:
+        top = connection.execute(text(
+            "SELECT id, is_batch, batch_count FROM notifications WHERE user_id = :a AND parent_id IS NULL"),
+            {"a": author}).all()
+        assert len(top) == 1 and top[0].is_batch
+        children = connection.execute(text(
+            "SELECT count(*), count(DISTINCT (data->>'actor_id')::int), count(DISTINCT dedupe_key) "
+            "FROM notifications WHERE parent_id = :p"), {"p": top[0].id}).one()
+        assert top[0].batch_count == children[0] == children[1] == children[2] == len(set(liker_ids)) == 200
+        assert connection.scalar(text(
+            "SELECT count(*) FROM notifications WHERE user_id = :a AND read = false AND parent_id IS NULL"),
+            {"a": author}) == 1
+
+
+def test_record_retract_and_mark_read_through_a_worker(clean_db, celery_worker):
+    from tasks.notifications.tasks import mark_read, record, record_many, retract
+
+    author, post_id, like_ids, liker_ids = _seed(clean_db, 3)
+    assert record.delay("like", like_ids[0]).get(timeout=30)["status"] == "created"
+    bulk = record_many.delay("like", like_ids + ["00000000-0000-0000-0000-000000000000"]).get(timeout=30)
+    assert bulk == {"status": "ok", "received": 4, "gone": 1, "duplicate": 1, "converted": 1, "batched": 1}
+    with clean_db.begin() as connection:
+        connection.execute(text("DELETE FROM likes WHERE id = CAST(:id AS uuid)"), {"id": like_ids[1]})
+    assert retract.delay("like", liker_ids[1], post_id=post_id).get(timeout=30)["removed"] == 1
+    assert record.delay("like", like_ids[1]).get(timeout=30) == {"status": "gone"}
+    assert mark_read.delay(author, all=True).get(timeout=30) == {"status": "ok", "marked": 1}
+    with clean_db.connect() as connection:
+        assert connection.scalar(text(
+            "SELECT batch_count FROM notifications WHERE user_id = :a AND is_batch"), {"a": author}) == 2
+
+
+@pytest.mark.parametrize(("call", "code"), [
+    (lambda t: t.record.delay("poke", "00000000-0000-0000-0000-000000000000"), "unknown_notification_kind"),
+    (lambda t: t.record.delay("like", "not-a-uuid"), "invalid_arguments"),
+    (lambda t: t.retract.delay("like", 1), "invalid_arguments"),
+    (lambda t: t.retract.delay("comment", 1, post_id="00000000-0000-0000-0000-000000000000"),
+     "unknown_notification_kind"),
+    (lambda t: t.mark_read.delay(1), "invalid_arguments"),
+])
+def test_bad_arguments_fail_permanently_with_a_code(celery_worker, call, code):
+    import tasks.notifications.tasks as notification_tasks
+    from workers.errors import InvalidArguments
+
+    result = call(notification_tasks)
+    with pytest.raises(InvalidArguments) as raised:
+        result.get(timeout=30)
+    assert raised.value.code == code
+    assert result.retries in (0, None)
+
+
+def test_mentions_extract_through_a_worker(clean_db, celery_worker):
+    from tasks.mentions.tasks import extract
+    from workers.errors import InvalidArguments
+
+    with clean_db.begin() as connection:
+        author, bob = connection.execute(text(
+            "INSERT INTO users (email, username, hashed_password) VALUES "
+            "('w1@example.com', 'w_alice', '!'), ('w2@example.com', 'w_bob', '!') RETURNING id")).scalars().all()
+        post_id = connection.execute(text(
+            "INSERT INTO posts (author_id, content) VALUES (:a, 'hey @W_Bob and @ghost') RETURNING id::text"),
+            {"a": author}).scalar()
+    result = extract.delay(post_id=post_id).get(timeout=30)
+    assert (result["valid_usernames"], result["invalid_usernames"], result["notified"]) == (
+        ["w_bob"], ["ghost"], ["w_bob"])
+    assert extract.delay(post_id=post_id).get(timeout=30)["notified"] == []
+    assert extract.delay(comment_id="00000000-0000-0000-0000-000000000000").get(timeout=30) == {"status": "gone"}
+    with pytest.raises(InvalidArguments):
+        extract.delay(post_id=post_id, comment_id=post_id).get(timeout=30)
+    with pytest.raises(InvalidArguments):
+        extract.delay().get(timeout=30)
