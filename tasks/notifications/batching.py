@@ -26,6 +26,7 @@ statements either way.
 """
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -35,7 +36,7 @@ from sqlalchemy.orm import Session
 
 from db.models import Notification
 from tasks.notifications.config import (
-    BATCH_CONFIGS, RATE_LIMIT_PER_HOUR, SINGLE_CONVERSION_HOURS, batch_texts,
+    BATCH_CONFIGS, BATCH_TEXTS, RATE_LIMIT_PER_HOUR, SINGLE_CONVERSION_HOURS,
 )
 
 MAX_AGE = timedelta(hours=max(c.max_age_hours for c in BATCH_CONFIGS.values()))
@@ -135,24 +136,40 @@ FROM unnest(CAST(:ids AS uuid[]), CAST(:parents AS text[])) AS v(id, parent)
 WHERE n.id = v.id
 """)
 
+# Recompute batch_count from the children (never "+= 1": a retried task must not
+# drift the count) and refresh the texts, in one statement. The text key CASE
+# mirrors config.batch_text_key.
 _RECOUNT_SQL = text("""
-SELECT p.id::text, p.type, p.batch_key, count(c.id) AS n,
-       coalesce(array_agg(DISTINCT c.type) FILTER (WHERE c.id IS NOT NULL), '{}') AS child_types
-FROM notifications AS p LEFT JOIN notifications AS c ON c.parent_id = p.id
-WHERE p.id = ANY(CAST(:ids AS uuid[]))
-GROUP BY p.id
+WITH counted AS (
+  SELECT p.id, count(c.id) AS n,
+         CASE WHEN p.type = 'post_interaction'
+                THEN 'post_interaction:' || CASE WHEN count(DISTINCT c.type) = 1 THEN min(c.type) ELSE '*' END
+              WHEN p.batch_key LIKE p.type || ':user:%' THEN p.type || ':' || 'user'
+              ELSE p.type || ':' || 'post' END AS text_key
+  FROM notifications AS p LEFT JOIN notifications AS c ON c.parent_id = p.id
+  WHERE p.id = ANY(CAST(:ids AS uuid[]))
+  GROUP BY p.id, p.type, p.batch_key
+), bumps AS (
+  SELECT * FROM unnest(CAST(:bump_ids AS uuid[]), CAST(:bump_at AS timestamptz[])) AS b(id, at)
+)
+UPDATE notifications AS n
+SET batch_count = counted.n,
+    title = CAST(:texts AS jsonb) -> counted.text_key ->> 0,
+    message = replace(CAST(:texts AS jsonb) -> counted.text_key ->> 1, '{count}', counted.n::text),
+    last_updated_at = greatest(n.last_updated_at, coalesce(bumps.at, n.last_updated_at)),
+    read = CASE WHEN bumps.at IS NULL THEN n.read ELSE false END,
+    read_at = CASE WHEN bumps.at IS NULL THEN n.read_at ELSE NULL END
+FROM counted LEFT JOIN bumps ON bumps.id = counted.id
+WHERE n.id = counted.id AND counted.n > 0
 """)
 
-_UPDATE_PARENTS_SQL = text("""
-UPDATE notifications AS n
-SET batch_count = v.n, title = v.title, message = v.message,
-    last_updated_at = greatest(n.last_updated_at, coalesce(v.bumped, n.last_updated_at)),
-    read = CASE WHEN v.bumped IS NULL THEN n.read ELSE false END,
-    read_at = CASE WHEN v.bumped IS NULL THEN n.read_at ELSE NULL END
-FROM unnest(CAST(:ids AS uuid[]), CAST(:counts AS integer[]), CAST(:titles AS text[]),
-            CAST(:messages AS text[]), CAST(:bumped AS timestamptz[])) AS v(id, n, title, message, bumped)
-WHERE n.id = v.id
+_DELETE_EMPTY_PARENTS_SQL = text("""
+DELETE FROM notifications AS p
+WHERE p.id = ANY(CAST(:ids AS uuid[])) AND p.is_batch
+  AND NOT EXISTS (SELECT 1 FROM notifications AS c WHERE c.parent_id = p.id)
 """)
+
+_TEXTS_JSON = json.dumps({key: list(value) for key, value in BATCH_TEXTS.items()}, ensure_ascii=False)
 
 
 def _single_texts(event: Event) -> tuple[str, str]:
@@ -287,31 +304,22 @@ def _peek_counters(session: Session, events: list[Event]) -> dict:
     return {(u, t, w): n for u, t, w, n in rows}
 
 
-def recount_parents(session: Session, parent_ids: list[str], bumped: dict[str, datetime] | None = None) -> int:
-    """Recompute batch_count (and texts) of parents from their children; delete empty ones.
+def recount_parents(session: Session, parent_ids: list[str], bumped: dict[str, datetime] | None = None, *,
+                    delete_empty: bool = False) -> int:
+    """Recompute batch_count (and texts) of parents from their children.
 
     A parent in ``bumped`` grew: it is re-marked unread and its last_updated_at
-    moves forward to the newest event. Returns the number of parents deleted.
+    moves forward to the newest event. With ``delete_empty`` a parent left
+    without children is deleted; returns how many were.
     """
     if not parent_ids:
         return 0
     bumped = bumped or {}
-    updates, empty = [], []
-    for parent_id, parent_type, batch_key, count, child_types in session.execute(
-            _RECOUNT_SQL, {"ids": list(parent_ids)}):
-        if count == 0:
-            empty.append(parent_id)
-            continue
-        title, message = batch_texts(parent_type, batch_key, count, set(child_types))
-        updates.append((parent_id, count, title, message, bumped.get(parent_id)))
-    if updates:
-        session.execute(_UPDATE_PARENTS_SQL, {
-            "ids": [u[0] for u in updates], "counts": [u[1] for u in updates],
-            "titles": [u[2] for u in updates], "messages": [u[3] for u in updates],
-            "bumped": [u[4] for u in updates]})
-    if empty:
-        session.execute(text("DELETE FROM notifications WHERE id = ANY(CAST(:ids AS uuid[]))"), {"ids": empty})
-    return len(empty)
+    session.execute(_RECOUNT_SQL, {"ids": list(parent_ids), "bump_ids": list(bumped),
+                                   "bump_at": list(bumped.values()), "texts": _TEXTS_JSON})
+    if delete_empty:
+        return session.execute(_DELETE_EMPTY_PARENTS_SQL, {"ids": list(parent_ids)}).rowcount
+    return 0
 
 
 def apply_events(session: Session, events: list[Event]) -> list[Outcome]:
@@ -356,11 +364,9 @@ def apply_events(session: Session, events: list[Event]) -> list[Outcome]:
     for index, outcome in planned.items():
         outcomes[index] = outcome
 
-    table = Notification.__table__
-    if plan.parents:
-        session.execute(insert(table), plan.parents)
-    if plan.rows:
-        session.execute(insert(table), plan.rows)
+    # Parents first: the children's foreign keys are checked at the end of each statement.
+    if plan.parents or plan.rows:
+        session.execute(insert(Notification.__table__), plan.parents + plan.rows)
     if plan.conversions:
         session.execute(_CONVERT_SQL, {"ids": [c[0] for c in plan.conversions],
                                        "parents": [c[1] for c in plan.conversions]})
@@ -385,18 +391,12 @@ def retract_actor(session: Session, *, kind: str, actor_id: int, recipient_id: i
     parents = session.execute(text(
         "DELETE FROM notifications WHERE user_id = :user_id AND type = :kind AND is_batch = false "
         "AND data @> CAST(:match AS jsonb) RETURNING parent_id::text"),
-        {"user_id": recipient_id, "kind": kind, "match": _json(match)}).scalars().all()
+        {"user_id": recipient_id, "kind": kind, "match": json.dumps(match)}).scalars().all()
     removed = len(parents)
     parent_ids = sorted({p for p in parents if p})
-    deleted = recount_parents(session, parent_ids)
+    deleted = recount_parents(session, parent_ids, delete_empty=True)
     return {"status": "retracted" if removed else "nothing", "removed": removed,
             "parents_recounted": len(parent_ids) - deleted, "parents_deleted": deleted}
-
-
-def _json(value) -> str:
-    import json
-
-    return json.dumps(value)
 
 
 def unread_count(session: Session, user_id: int) -> int:

@@ -87,14 +87,29 @@ RECORDABLE_KINDS = ("like", "emoji_reaction", "follow", "post_shared", "comment"
 RETRACTABLE_KINDS = ("like", "emoji_reaction", "follow")
 
 
+def _text_table() -> dict[str, tuple[str, str]]:
+    """Batch (title, message template) by text key; the recount SQL picks the key."""
+    table = {"post_interaction:*": (POST_INTERACTION_TITLE, POST_INTERACTION_TEMPLATE)}
+    for kind, config in BATCH_CONFIGS.items():
+        if config.parent_type == "post_interaction":
+            table[f"post_interaction:{kind}"] = (POST_INTERACTION_TITLE, config.summary_template)
+        table[f"{kind}:{config.batch_scope}"] = (config.batch_title, config.summary_template)
+        if config.batch_scope == "post":
+            table[f"{kind}:user"] = (config.batch_title, config.overflow_template)
+    return table
+
+
+BATCH_TEXTS = _text_table()
+
+
+def batch_text_key(parent_type: str, batch_key: str, child_types: set[str]) -> str:
+    """Python twin of the CASE in batching._RECOUNT_SQL."""
+    if parent_type == "post_interaction":
+        return f"post_interaction:{next(iter(child_types)) if len(child_types) == 1 else '*'}"
+    return f"{parent_type}:user" if batch_key.startswith(f"{parent_type}:user:") else f"{parent_type}:post"
+
+
 def batch_texts(parent_type: str, batch_key: str, count: int, child_types: set[str]) -> tuple[str, str]:
     """Title and message of a batch parent from its recounted children."""
-    if parent_type == "post_interaction":
-        if len(child_types) == 1:
-            (only,) = child_types
-            return POST_INTERACTION_TITLE, BATCH_CONFIGS[only].summary_template.format(count=count)
-        return POST_INTERACTION_TITLE, POST_INTERACTION_TEMPLATE.format(count=count)
-    config = BATCH_CONFIGS[parent_type]
-    if config.batch_scope == "post" and ":user:" in batch_key:
-        return config.batch_title, config.overflow_template.format(count=count)
-    return config.batch_title, config.summary_template.format(count=count)
+    title, template = BATCH_TEXTS[batch_text_key(parent_type, batch_key, child_types)]
+    return title, template.format(count=count)

@@ -259,3 +259,18 @@ def test_bulk_matches_the_one_by_one_flow(graph, db_session):
     assert interaction.batch_count == 12 == len(graph.children(interaction.id))
     follow_batches = sorted((n.batch_count for n in top if n.type == "follow" and n.is_batch))
     assert follow_batches == [2, 10]
+
+
+@pytest.mark.parametrize(("parent_type", "batch_key", "child_types", "expected"), [
+    ("post_interaction", "post_interaction:post:p", {"like"}, "3 people liked your post"),
+    ("post_interaction", "post_interaction:post:p", {"emoji_reaction"}, "3 people reacted to your post"),
+    ("post_interaction", "post_interaction:post:p", {"like", "emoji_reaction"}, "3 people engaged with your post"),
+    ("follow", "follow:user:7", {"follow"}, "3 people started following you"),
+    ("comment", "comment:post:p", {"comment"}, "3 new comments on your post"),
+    ("comment", "comment:user:7", {"comment"}, "3 more comments on your posts"),
+    ("mention", "mention:post:p", {"mention"}, "You were mentioned 3 times in a post"),
+])
+def test_batch_texts_follow_the_summary_templates(parent_type, batch_key, child_types, expected):
+    from tasks.notifications.config import batch_texts
+
+    assert batch_texts(parent_type, batch_key, 3, child_types)[1] == expected
