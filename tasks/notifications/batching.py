@@ -422,3 +422,15 @@ def mark_read(session: Session, user_id: int, *, notification_ids: list[str] | N
         f"WHERE user_id = :user_id AND read = false AND {condition} RETURNING parent_id) "
         f"SELECT count(*) FROM changed WHERE parent_id IS NULL"),
         {"user_id": user_id, "now": now, **params}).scalar_one()
+
+
+RATE_LIMIT_RETENTION = timedelta(hours=2)
+PRUNE_CHUNK = 10_000
+
+
+def prune_rate_limits(session: Session, *, now: datetime) -> int:
+    """Delete one bounded chunk of rate-limit windows that ended over an hour ago."""
+    return session.execute(text(
+        "DELETE FROM notification_rate_limits WHERE ctid IN (SELECT ctid FROM notification_rate_limits "
+        "WHERE window_start < :cutoff LIMIT :chunk)"),
+        {"cutoff": now - RATE_LIMIT_RETENTION, "chunk": PRUNE_CHUNK}).rowcount

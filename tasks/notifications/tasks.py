@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from db.session import session_scope
-from tasks.notifications.batching import apply_events, mark_read as mark_read_rows
+from tasks.notifications.batching import apply_events, mark_read as mark_read_rows, prune_rate_limits
 from tasks.notifications.config import RECORDABLE_KINDS, RETRACTABLE_KINDS
 from tasks.notifications.errors import UnknownKind
 from tasks.notifications.sources import load_events, retract_source
@@ -61,3 +61,11 @@ def mark_read(user_id: int, notification_ids: list[UuidStr] | None = None, all: 
         changed = mark_read_rows(session, user_id, notification_ids=notification_ids, all=all,
                                  now=datetime.now(timezone.utc))
     return {"status": "ok", "marked": changed}
+
+
+@job("notifications.prune_rate_limits")
+def prune_rate_limit_windows() -> dict:
+    """Beat, hourly: drop rate-limit windows older than 2 h, one bounded chunk per run."""
+    with session_scope() as session:
+        deleted = prune_rate_limits(session, now=datetime.now(timezone.utc))
+    return {"status": "ok", "deleted": deleted}

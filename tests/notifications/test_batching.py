@@ -274,3 +274,19 @@ def test_batch_texts_follow_the_summary_templates(parent_type, batch_key, child_
     from tasks.notifications.config import batch_texts
 
     assert batch_texts(parent_type, batch_key, 3, child_types)[1] == expected
+
+
+def test_prune_drops_only_windows_older_than_two_hours(graph, db_session):
+    from datetime import datetime, timezone
+
+    from db.models import NotificationRateLimit
+    from tasks.notifications.batching import prune_rate_limits
+
+    [user] = graph.users(1)
+    at = datetime(2026, 3, 1, 12, tzinfo=timezone.utc)
+    db_session.add_all([NotificationRateLimit(user_id=user, type="like", window_start=at - timedelta(hours=h), count=3)
+                        for h in (0, 1, 2, 3)])
+    db_session.flush()
+    assert prune_rate_limits(db_session, now=at + timedelta(minutes=30)) == 2
+    left = db_session.query(NotificationRateLimit).filter_by(user_id=user).all()
+    assert sorted(r.window_start for r in left) == [at - timedelta(hours=1), at]
