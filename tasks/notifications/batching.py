@@ -31,12 +31,11 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import insert, text
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from db.models import Notification
 from tasks.notifications.config import (
-    BATCH_CONFIGS, BATCH_TEXTS, RATE_LIMIT_PER_HOUR, SINGLE_CONVERSION_HOURS,
+    BATCH_CONFIGS, BATCH_TEXTS, RATE_LIMIT_PER_HOUR, SINGLE_CONVERSION_HOURS, batch_texts,
 )
 
 MAX_AGE = timedelta(hours=max(c.max_age_hours for c in BATCH_CONFIGS.values()))
@@ -86,26 +85,36 @@ class _Top:
     id: str
     created_at: datetime
     count: int
+    type: str
     row: dict | None = None      # set when inserted by this call
 
 
+def lock_name(user_id: int, key: str) -> str:
+    """The advisory lock of one (recipient, batch key): pg_advisory_xact_lock(hashtextextended(name, 0)).
+
+    sources.load_events(lock=True) builds the same names in SQL.
+    """
+    return f"notif:{user_id}:{key}"
+
+
 def lock_keys(session: Session, keys: set[tuple[int, str]]) -> None:
+    """Lock in the database's sort order of the names, the order every caller uses."""
     session.execute(text(
         "SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) "
         "FROM (SELECT k FROM unnest(CAST(:keys AS text[])) AS k ORDER BY k) AS sorted"),
-        {"keys": sorted(f"notif:{user_id}:{key}" for user_id, key in keys)})
+        {"keys": [lock_name(user_id, key) for user_id, key in keys]})
 
 
 _STATE_SQL = text("""
 SELECT 'dup' AS what, n.user_id, n.dedupe_key AS key, NULL::boolean AS is_batch, NULL::text AS id,
-       NULL::timestamptz AS created_at, NULL::integer AS batch_count
+       NULL::timestamptz AS created_at, NULL::integer AS batch_count, NULL::text AS type
 FROM notifications AS n
 JOIN unnest(CAST(:dedupe_users AS integer[]), CAST(:dedupe_keys AS text[])) AS d(user_id, dedupe_key)
   ON n.user_id = d.user_id AND n.dedupe_key = d.dedupe_key
 UNION ALL
 SELECT * FROM (
   SELECT DISTINCT ON (n.user_id, n.batch_key, n.is_batch)
-         'top', n.user_id, n.batch_key, n.is_batch, n.id::text, n.created_at, n.batch_count
+         'top', n.user_id, n.batch_key, n.is_batch, n.id::text, n.created_at, n.batch_count, n.type
   FROM notifications AS n
   JOIN unnest(CAST(:group_users AS integer[]), CAST(:group_keys AS text[])) AS g(user_id, batch_key)
     ON n.user_id = g.user_id AND n.batch_key = g.batch_key
@@ -136,16 +145,18 @@ FROM unnest(CAST(:ids AS uuid[]), CAST(:parents AS text[])) AS v(id, parent)
 WHERE n.id = v.id
 """)
 
+# Which BATCH_TEXTS entry a parent uses; mirrors config.batch_text_key.
+_TEXT_KEY_SQL = """CASE WHEN p.type = 'post_interaction'
+                THEN 'post_interaction:' || CASE WHEN {ntypes} = 1 THEN {only_type} ELSE '*' END
+              WHEN p.batch_key LIKE p.type || ':user:%' THEN p.type || ':' || 'user'
+              ELSE p.type || ':' || 'post' END"""
+
 # Recompute batch_count from the children (never "+= 1": a retried task must not
-# drift the count) and refresh the texts, in one statement. The text key CASE
-# mirrors config.batch_text_key.
+# drift the count) and refresh the texts, in one statement (used by retract).
 _RECOUNT_SQL = text("""
 WITH counted AS (
   SELECT p.id, count(c.id) AS n,
-         CASE WHEN p.type = 'post_interaction'
-                THEN 'post_interaction:' || CASE WHEN count(DISTINCT c.type) = 1 THEN min(c.type) ELSE '*' END
-              WHEN p.batch_key LIKE p.type || ':user:%' THEN p.type || ':' || 'user'
-              ELSE p.type || ':' || 'post' END AS text_key
+         """ + _TEXT_KEY_SQL.format(ntypes="count(DISTINCT c.type)", only_type="min(c.type)") + """ AS text_key
   FROM notifications AS p LEFT JOIN notifications AS c ON c.parent_id = p.id
   WHERE p.id = ANY(CAST(:ids AS uuid[]))
   GROUP BY p.id, p.type, p.batch_key
@@ -162,6 +173,42 @@ SET batch_count = counted.n,
 FROM counted LEFT JOIN bumps ON bumps.id = counted.id
 WHERE n.id = counted.id AND counted.n > 0
 """)
+
+_WRITE_SQL = text("""
+WITH new_rows AS (
+  SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(
+    id uuid, user_id integer, type text, title text, message text, data jsonb, read boolean,
+    created_at timestamptz, last_updated_at timestamptz, parent_id uuid, is_batch boolean,
+    batch_count integer, batch_key text, dedupe_key text)
+), inserted AS (
+  INSERT INTO notifications (id, user_id, type, title, message, data, read, created_at, last_updated_at,
+                             parent_id, is_batch, batch_count, batch_key, dedupe_key)
+  SELECT id, user_id, type, title, message, data, read, created_at, last_updated_at,
+         parent_id, is_batch, batch_count, batch_key, dedupe_key FROM new_rows
+  RETURNING 1
+), counted AS (
+  SELECT p.id, b.at, k.n, """ + _TEXT_KEY_SQL.format(ntypes="k.ntypes", only_type="k.only_type") + """ AS text_key
+  FROM unnest(CAST(:bump_ids AS uuid[]), CAST(:bump_at AS timestamptz[])) AS b(id, at)
+  JOIN notifications AS p ON p.id = b.id
+  CROSS JOIN LATERAL (
+    SELECT count(*) AS n, count(DISTINCT t) AS ntypes, min(t) AS only_type FROM (
+      SELECT c.type AS t FROM notifications AS c WHERE c.parent_id = p.id
+      UNION ALL SELECT r.type FROM new_rows AS r WHERE r.parent_id = p.id) AS children) AS k
+)
+UPDATE notifications AS n
+SET batch_count = counted.n,
+    title = CAST(:texts AS jsonb) -> counted.text_key ->> 0,
+    message = replace(CAST(:texts AS jsonb) -> counted.text_key ->> 1, '{count}', counted.n::text),
+    last_updated_at = greatest(n.last_updated_at, counted.at), read = false, read_at = NULL
+FROM counted WHERE n.id = counted.id
+""")
+
+
+def _json_default(value):
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
 
 _DELETE_EMPTY_PARENTS_SQL = text("""
 DELETE FROM notifications AS p
@@ -208,7 +255,8 @@ class _Plan:
         self.parents: list[dict] = []
         self.rows: list[dict] = []
         self.conversions: list[tuple[str, str]] = []
-        self.touched: dict[str, datetime] = {}
+        self.touched: dict[str, datetime] = {}          # existing parents that grew -> newest event
+        self.new_parent_child_types: dict[str, set[str]] = {}
         self.singles_wanted = False
 
     def _group(self, user_id: int, key: str) -> dict:
@@ -218,10 +266,17 @@ class _Plan:
         row = _row(event, parent_id=batch.id, batch_key=key)
         self.rows.append(row)
         batch.count += 1
-        if batch.row is not None:  # inserted by this call: satisfy batch_count >= 1 before the recount
+        if batch.row is not None:
+            # A parent inserted by this call: every child is in this plan, under the
+            # lock, so its count and texts are exact here.
             batch.row["batch_count"] = batch.count
-        last = self.touched.get(batch.id)
-        self.touched[batch.id] = event.event_at if last is None else max(last, event.event_at)
+            batch.row["last_updated_at"] = max(batch.row["last_updated_at"], event.event_at)
+            self.new_parent_child_types[batch.id].add(event.kind)
+            batch.row["title"], batch.row["message"] = batch_texts(
+                batch.row["type"], batch.row["batch_key"], batch.count, self.new_parent_child_types[batch.id])
+        else:
+            last = self.touched.get(batch.id)
+            self.touched[batch.id] = event.event_at if last is None else max(last, event.event_at)
         return row
 
     def _convert(self, event: Event, group: dict, key: str, parent_type: str) -> dict:
@@ -233,8 +288,8 @@ class _Plan:
         else:
             self.conversions.append((single.id, parent["id"]))
         group["single"] = None
-        group["batch"] = _Top(parent["id"], event.event_at, 1, parent)
-        self.touched[parent["id"]] = event.event_at
+        group["batch"] = _Top(parent["id"], event.event_at, 1, parent_type, parent)
+        self.new_parent_child_types[parent["id"]] = {single.type}
         return self._add_child(event, group["batch"], key)
 
     def apply(self, event: Event) -> Outcome:
@@ -259,7 +314,7 @@ class _Plan:
             self.consumed[window] = self.consumed.get(window, 0) + 1
         row = _row(event, parent_id=None, batch_key=key)
         self.rows.append(row)
-        group["single"] = _Top(row["id"], event.event_at, 1, row)
+        group["single"] = _Top(row["id"], event.event_at, 1, event.kind, row)
         return Outcome("created", row["id"], None)
 
     def _fold(self, event: Event) -> Outcome:
@@ -275,7 +330,8 @@ class _Plan:
         else:
             parent = _parent_row(event, batch_key=key, parent_type=config.notification_type)
             self.parents.append(parent)
-            group["batch"] = _Top(parent["id"], event.event_at, 0, parent)
+            group["batch"] = _Top(parent["id"], event.event_at, 0, config.notification_type, parent)
+            self.new_parent_child_types[parent["id"]] = set()
             row = self._add_child(event, group["batch"], key)
         return Outcome("folded", row["id"], row["parent_id"])
 
@@ -288,12 +344,12 @@ def _load_state(session: Session, events: list[Event]) -> tuple[set, dict]:
         "since": min(e.event_at for e in events) - MAX_AGE,
     })
     seen, state = set(), {}
-    for what, user_id, key, is_batch, row_id, created_at, batch_count in result:
+    for what, user_id, key, is_batch, row_id, created_at, batch_count, row_type in result:
         if what == "dup":
             seen.add((user_id, key))
         else:
             group = state.setdefault((user_id, key), {"batch": None, "single": None})
-            group["batch" if is_batch else "single"] = _Top(row_id, created_at, batch_count)
+            group["batch" if is_batch else "single"] = _Top(row_id, created_at, batch_count, row_type)
     return seen, state
 
 
@@ -322,8 +378,12 @@ def recount_parents(session: Session, parent_ids: list[str], bumped: dict[str, d
     return 0
 
 
-def apply_events(session: Session, events: list[Event]) -> list[Outcome]:
-    """Record events as notifications (see the module docstring). The caller commits."""
+def apply_events(session: Session, events: list[Event], *, keys_locked: bool = False) -> list[Outcome]:
+    """Record events as notifications (see the module docstring). The caller commits.
+
+    ``keys_locked``: the caller already holds the locks of every event's batch
+    and overflow key (sources.load_events(lock=True) takes them with the row).
+    """
     outcomes: list[Outcome | None] = [None] * len(events)
     live: list[int] = []
     in_call: set[tuple[int, str]] = set()
@@ -338,7 +398,8 @@ def apply_events(session: Session, events: list[Event]) -> list[Outcome]:
     if not live:
         return outcomes  # type: ignore[return-value]
     live_events = [events[i] for i in live]
-    lock_keys(session, {(e.recipient_id, k) for e in live_events for k in (e.batch_key, e.overflow_key)})
+    if not keys_locked:
+        lock_keys(session, {(e.recipient_id, k) for e in live_events for k in (e.batch_key, e.overflow_key)})
     seen, state = _load_state(session, live_events)
     todo = []
     for index in live:
@@ -353,7 +414,8 @@ def apply_events(session: Session, events: list[Event]) -> list[Outcome]:
     # counters are never read or locked. If any would create a single, plan
     # again from the same state with the counters locked.
     def plan_with(counters):
-        fresh_state = {k: {s: (None if t is None else _Top(t.id, t.created_at, t.count)) for s, t in v.items()}
+        fresh_state = {k: {s: (None if t is None else _Top(t.id, t.created_at, t.count, t.type))
+                           for s, t in v.items()}
                        for k, v in state.items()}
         plan = _Plan(fresh_state, counters)
         return plan, {i: plan.apply(events[i]) for i in todo}
@@ -364,9 +426,13 @@ def apply_events(session: Session, events: list[Event]) -> list[Outcome]:
     for index, outcome in planned.items():
         outcomes[index] = outcome
 
-    # Parents first: the children's foreign keys are checked at the end of each statement.
-    if plan.parents or plan.rows:
-        session.execute(insert(Notification.__table__), plan.parents + plan.rows)
+    if plan.rows or plan.parents or plan.touched:
+        # One statement: insert every new row (parents first; foreign keys are
+        # checked at the end of the statement) and recount the existing parents
+        # that grew from their stored children plus the ones inserted here.
+        session.execute(_WRITE_SQL, {
+            "rows": json.dumps(plan.parents + plan.rows, default=_json_default, ensure_ascii=False),
+            "bump_ids": list(plan.touched), "bump_at": list(plan.touched.values()), "texts": _TEXTS_JSON})
     if plan.conversions:
         session.execute(_CONVERT_SQL, {"ids": [c[0] for c in plan.conversions],
                                        "parents": [c[1] for c in plan.conversions]})
@@ -375,7 +441,6 @@ def apply_events(session: Session, events: list[Event]) -> list[Outcome]:
         session.execute(_ADD_COUNTERS_SQL, {
             "users": [w[0] for w in windows], "types": [w[1] for w in windows],
             "windows": [w[2] for w in windows], "added": [plan.consumed[w] for w in windows]})
-    recount_parents(session, list(plan.touched), plan.touched)
     return outcomes  # type: ignore[return-value]
 
 

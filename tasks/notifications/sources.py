@@ -9,6 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from tasks.notifications.batching import Event
+from tasks.notifications.config import BATCH_CONFIGS
 
 _POST_SOURCE = """
 SELECT s.id::text AS source_id, s.{actor} AS actor_id, u.username AS actor_name, p.author_id AS recipient_id,
@@ -35,10 +36,37 @@ WHERE f.id = ANY(CAST(:ids AS uuid[])) AND f.status = 'active'
 }
 
 
-def load_events(session: Session, kind: str, source_ids: list[str]) -> list[Event]:
+def _locking_sql(kind: str) -> str:
+    """SOURCE_SQL that also takes the row's two advisory locks (batching.lock_name), in
+    sorted order like batching.lock_keys, saving the single-event path a round trip."""
+    config = BATCH_CONFIGS[kind]
+    scope_value = "q.post_id" if config.batch_scope == "post" else "q.recipient_id::text"
+    batch_key = f"'{config.parent_type}:{config.batch_scope}:' || {scope_value}"
+    overflow_key = f"'{kind}:user:' || q.recipient_id::text"
+    return f"""
+SELECT src.*, pg_advisory_xact_lock(hashtextextended(least(src.k1, src.k2), 0)) IS NULL AS locked_1,
+       pg_advisory_xact_lock(hashtextextended(greatest(src.k1, src.k2), 0)) IS NULL AS locked_2
+FROM (SELECT q.*, 'notif:' || q.recipient_id::text || ':' || {batch_key} AS k1,
+             'notif:' || q.recipient_id::text || ':' || {overflow_key} AS k2
+      FROM ({SOURCE_SQL[kind]}) AS q) AS src
+"""
+
+
+LOCKING_SOURCE_SQL = {kind: _locking_sql(kind) for kind in SOURCE_SQL}
+
+
+def load_events(session: Session, kind: str, source_ids: list[str], *, lock: bool = False) -> list[Event]:
+    """Events for the source rows that still exist.
+
+    ``lock=True`` (one id only) also takes the event's advisory locks in the
+    same statement; pass ``keys_locked=True`` to apply_events then.
+    """
     if not source_ids:
         return []
-    rows = session.execute(text(SOURCE_SQL[kind]), {"ids": list(source_ids)}).mappings()
+    if lock and len(source_ids) != 1:
+        raise ValueError("lock=True takes exactly one source id; apply_events locks bulk keys in order")
+    sql = LOCKING_SOURCE_SQL[kind] if lock else SOURCE_SQL[kind]
+    rows = session.execute(text(sql), {"ids": list(source_ids)}).mappings()
     return [Event(kind=kind, recipient_id=row["recipient_id"], actor_id=row["actor_id"],
                   actor_name=row["actor_name"], post_id=row["post_id"], event_at=row["event_at"],
                   dedupe_key=f"{kind}:{row['source_id']}", extra=row["extra"] or {})

@@ -22,10 +22,10 @@ def record(kind: str, source_id: UuidStr) -> dict:
     """Call after the web tier commits a like, emoji reaction, follow, share or comment."""
     _check_kind(kind, RECORDABLE_KINDS)
     with session_scope() as session:
-        events = load_events(session, kind, [source_id])
+        events = load_events(session, kind, [source_id], lock=True)
         if not events:
             return {"status": "gone"}
-        return apply_events(session, events)[0].as_dict()
+        return apply_events(session, events, keys_locked=True)[0].as_dict()
 
 
 @job("notifications.record_many")

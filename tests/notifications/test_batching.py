@@ -290,3 +290,24 @@ def test_prune_drops_only_windows_older_than_two_hours(graph, db_session):
     assert prune_rate_limits(db_session, now=at + timedelta(minutes=30)) == 2
     left = db_session.query(NotificationRateLimit).filter_by(user_id=user).all()
     assert sorted(r.window_start for r in left) == [at - timedelta(hours=1), at]
+
+
+@pytest.mark.parametrize("kind", ["like", "follow"])
+def test_the_single_event_load_holds_the_same_locks_as_lock_keys(graph, db_session, engine, kind):
+    from sqlalchemy import text
+
+    from tasks.notifications.batching import lock_name
+    from tasks.notifications.sources import load_events
+
+    author, actor = graph.users(2)
+    post = graph.post(author)
+    source = graph.like(actor, post) if kind == "like" else graph.follow(actor, author)
+    [event] = load_events(db_session, kind, [source], lock=True)
+    names = {lock_name(author, event.batch_key), lock_name(author, event.overflow_key)}
+    with engine.connect() as other:
+        held = [not other.scalar(text("SELECT pg_try_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": k})
+                for k in sorted(names)]
+        free = other.scalar(text("SELECT pg_try_advisory_xact_lock(hashtextextended(:k, 0))"),
+                            {"k": lock_name(author, "like:post:unrelated")})
+        other.rollback()
+    assert all(held) and free
