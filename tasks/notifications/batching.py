@@ -18,7 +18,13 @@ Concurrency: the caller's transaction takes ``pg_advisory_xact_lock`` on every
 (recipient, batch key) and (recipient, overflow key) it may touch, in sorted
 order (no deadlock between single and bulk calls), then checks dedupe keys, so
 two workers never open two batches for one key and a redelivered task finds
-its own row. The unique index on (user_id, dedupe_key) is the backstop.
+its own row. The unique index on (user_id, dedupe_key) is the backstop. This
+relies on READ COMMITTED (the default): every statement after the lock sees
+what the previous lock holder committed.
+
+Writes: one statement inserts all new rows and recounts the existing parents
+that grew from their children (never ``+= 1``); a parent created in this call
+gets its exact count from the plan, since all its children are in it.
 
 ``apply_events`` takes any number of events: ``notifications.record`` passes
 one, ``notifications.record_many`` thousands, with the same few set-based
