@@ -15,8 +15,9 @@ Every window is measured against the event's own time (the source row's
 ``created_at``), passed in from Python, never the database's ``now()``.
 
 Concurrency: the caller's transaction takes ``pg_advisory_xact_lock`` on every
-(recipient, batch key) and (recipient, overflow key) it may touch, in sorted
-order (no deadlock between single and bulk calls), then checks dedupe keys, so
+(recipient, batch key) it touches, in sorted order (no deadlock between single
+and bulk calls), later the rate-limit counter rows and, only for an event over
+the limit, the (recipient, overflow key) lock; then it checks dedupe keys, so
 two workers never open two batches for one key and a redelivered task finds
 its own row. The unique index on (user_id, dedupe_key) is the backstop. This
 relies on READ COMMITTED (the default): every statement after the lock sees
@@ -254,8 +255,10 @@ def _parent_row(event: Event, *, batch_key: str, parent_type: str) -> dict:
 class _Plan:
     """The batching flow run in memory over the locked state; flushed with set-based SQL."""
 
-    def __init__(self, state: dict, counters: dict | None):
+    def __init__(self, state: dict, loaded: set, counters: dict | None):
         self.state = state                  # (user_id, key) -> {"batch": _Top|None, "single": _Top|None}
+        self.loaded = loaded                # groups locked and read from the database
+        self.missing_groups: set = set()    # overflow groups this plan needs but were not loaded
         self.counters = counters            # (user_id, type, window) -> count, None = not loaded
         self.consumed: dict = {}
         self.parents: list[dict] = []
@@ -326,6 +329,8 @@ class _Plan:
     def _fold(self, event: Event) -> Outcome:
         config = event.config
         key = event.overflow_key
+        if (event.recipient_id, key) not in self.loaded:
+            self.missing_groups.add((event.recipient_id, key))
         group = self._group(event.recipient_id, key)
         batch, single = group["batch"], group["single"]
         window = timedelta(hours=config.max_age_hours)
@@ -342,12 +347,14 @@ class _Plan:
         return Outcome("folded", row["id"], row["parent_id"])
 
 
-def _load_state(session: Session, events: list[Event]) -> tuple[set, dict]:
-    groups = sorted({(e.recipient_id, k) for e in events for k in (e.batch_key, e.overflow_key)})
+def _load_state(session: Session, events: list[Event], groups: set[tuple[int, str]],
+                since: datetime) -> tuple[set, dict]:
+    """Dedupe keys already recorded for ``events``, and the latest batch and single of each group."""
+    groups = sorted(groups)
     result = session.execute(_STATE_SQL, {
         "dedupe_users": [e.recipient_id for e in events], "dedupe_keys": [e.dedupe_key for e in events],
         "group_users": [g[0] for g in groups], "group_keys": [g[1] for g in groups],
-        "since": min(e.event_at for e in events) - MAX_AGE,
+        "since": since,
     })
     seen, state = set(), {}
     for what, user_id, key, is_batch, row_id, created_at, batch_count, row_type in result:
@@ -387,8 +394,8 @@ def recount_parents(session: Session, parent_ids: list[str], bumped: dict[str, d
 def apply_events(session: Session, events: list[Event], *, keys_locked: bool = False) -> list[Outcome]:
     """Record events as notifications (see the module docstring). The caller commits.
 
-    ``keys_locked``: the caller already holds the locks of every event's batch
-    and overflow key (sources.load_events(lock=True) takes them with the row).
+    ``keys_locked``: the caller already holds the lock of every event's batch
+    key (sources.load_events(lock=True) takes it with the row).
     """
     outcomes: list[Outcome | None] = [None] * len(events)
     live: list[int] = []
@@ -404,9 +411,11 @@ def apply_events(session: Session, events: list[Event], *, keys_locked: bool = F
     if not live:
         return outcomes  # type: ignore[return-value]
     live_events = [events[i] for i in live]
+    groups = {(e.recipient_id, e.batch_key) for e in live_events}
     if not keys_locked:
-        lock_keys(session, {(e.recipient_id, k) for e in live_events for k in (e.batch_key, e.overflow_key)})
-    seen, state = _load_state(session, live_events)
+        lock_keys(session, groups)
+    since = min(e.event_at for e in live_events) - MAX_AGE
+    seen, state = _load_state(session, live_events, groups, since)
     todo = []
     for index in live:
         event = events[index]
@@ -416,19 +425,29 @@ def apply_events(session: Session, events: list[Event], *, keys_locked: bool = F
             todo.append(index)
     todo.sort(key=lambda i: events[i].event_at)
 
-    # Plan without the rate limit first: most events join a batch, and then the
-    # counters are never read or locked. If any would create a single, plan
-    # again from the same state with the counters locked.
     def plan_with(counters):
         fresh_state = {k: {s: (None if t is None else _Top(t.id, t.created_at, t.count, t.type))
                            for s, t in v.items()}
                        for k, v in state.items()}
-        plan = _Plan(fresh_state, counters)
+        plan = _Plan(fresh_state, groups, counters)
         return plan, {i: plan.apply(events[i]) for i in todo}
 
+    # Plan without the rate limit first: most events join a batch, and then the
+    # counters are never read or locked. If any would create a single, plan
+    # again with the counters locked (row locks of the upsert). If an event is
+    # over the limit, lock and read its overflow group and plan a last time.
+    # Lock order is always batch keys -> counter rows -> overflow keys, each
+    # sorted, so no two recording transactions can deadlock.
     plan, planned = plan_with(None)
     if plan.singles_wanted:
-        plan, planned = plan_with(_peek_counters(session, [events[i] for i in todo]))
+        counters = _peek_counters(session, [events[i] for i in todo])
+        plan, planned = plan_with(counters)
+        if plan.missing_groups:
+            lock_keys(session, plan.missing_groups)
+            _seen, overflow_state = _load_state(session, [], plan.missing_groups, since)
+            state.update(overflow_state)
+            groups |= plan.missing_groups
+            plan, planned = plan_with(counters)
     for index, outcome in planned.items():
         outcomes[index] = outcome
 
@@ -455,7 +474,9 @@ def retract_actor(session: Session, *, kind: str, actor_id: int, recipient_id: i
     """Remove an actor's notifications of ``kind`` (unlike, unfollow); recount or delete parents."""
     config = BATCH_CONFIGS[kind]
     batch_key = config.batch_key(post_id=post_id, recipient_id=recipient_id)
-    lock_keys(session, {(recipient_id, batch_key), (recipient_id, config.overflow_key(recipient_id))})
+    # Same order as apply_events: the batch key, then the overflow key.
+    lock_keys(session, {(recipient_id, batch_key)})
+    lock_keys(session, {(recipient_id, config.overflow_key(recipient_id))})
     match = {"actor_id": actor_id}
     if config.batch_scope == "post":
         match["post_id"] = post_id

@@ -37,17 +37,14 @@ WHERE f.id = ANY(CAST(:ids AS uuid[])) AND f.status = 'active'
 
 
 def _locking_sql(kind: str) -> str:
-    """SOURCE_SQL that also takes the row's two advisory locks (batching.lock_name), in
-    sorted order like batching.lock_keys, saving the single-event path a round trip."""
+    """SOURCE_SQL that also takes the row's batch-key advisory lock (batching.lock_name),
+    saving the single-event path a round trip."""
     config = BATCH_CONFIGS[kind]
     scope_value = "q.post_id" if config.batch_scope == "post" else "q.recipient_id::text"
     batch_key = f"'{config.parent_type}:{config.batch_scope}:' || {scope_value}"
-    overflow_key = f"'{kind}:user:' || q.recipient_id::text"
     return f"""
-SELECT src.*, pg_advisory_xact_lock(hashtextextended(least(src.k1, src.k2), 0)) IS NULL AS locked_1,
-       pg_advisory_xact_lock(hashtextextended(greatest(src.k1, src.k2), 0)) IS NULL AS locked_2
-FROM (SELECT q.*, 'notif:' || q.recipient_id::text || ':' || {batch_key} AS k1,
-             'notif:' || q.recipient_id::text || ':' || {overflow_key} AS k2
+SELECT src.*, pg_advisory_xact_lock(hashtextextended(src.lock_name, 0)) IS NULL AS locked
+FROM (SELECT q.*, 'notif:' || q.recipient_id::text || ':' || {batch_key} AS lock_name
       FROM ({SOURCE_SQL[kind]}) AS q) AS src
 """
 
@@ -58,8 +55,8 @@ LOCKING_SOURCE_SQL = {kind: _locking_sql(kind) for kind in SOURCE_SQL}
 def load_events(session: Session, kind: str, source_ids: list[str], *, lock: bool = False) -> list[Event]:
     """Events for the source rows that still exist.
 
-    ``lock=True`` (one id only) also takes the event's advisory locks in the
-    same statement; pass ``keys_locked=True`` to apply_events then.
+    ``lock=True`` (one id only) also takes the event's batch-key advisory lock
+    in the same statement; pass ``keys_locked=True`` to apply_events then.
     """
     if not source_ids:
         return []

@@ -50,6 +50,41 @@ def test_two_workers_race_200_likes_sent_twice_into_one_batch(clean_db, celery_a
             {"a": author}) == 1
 
 
+def test_two_workers_respect_the_rate_limit_across_posts(clean_db, celery_app, worker_processes):
+    """30 likes on 30 posts of one author in one hour, recorded concurrently:
+    exactly 20 singles and one overflow batch of 10, whatever the interleaving."""
+    from tasks.notifications.tasks import record
+
+    with clean_db.begin() as connection:
+        author, *likers = connection.execute(text(
+            "INSERT INTO users (email, username, hashed_password) "
+            "SELECT 'q' || g || '@example.com', 'q' || g, '!' FROM generate_series(0, 30) AS g "
+            "RETURNING id")).scalars().all()
+        like_ids = connection.execute(text(
+            "WITH p AS (INSERT INTO posts (author_id, content) SELECT :a, g::text FROM generate_series(1, 30) AS g "
+            "           RETURNING id, content::bigint AS n) "
+            "INSERT INTO likes (user_id, post_id, created_at) "
+            "SELECT u.id, p.id, TIMESTAMPTZ '2026-03-01 10:00:00+00' + make_interval(secs => p.n) "
+            "FROM p JOIN unnest(CAST(:u AS int[])) WITH ORDINALITY AS u(id, n) ON u.n = p.n RETURNING id::text"),
+            {"a": author, "u": likers}).scalars().all()
+    worker_processes("notif-rate-a", ["notifications"], concurrency=2)
+    worker_processes("notif-rate-b", ["notifications"], concurrency=2)
+    outcomes = ResultSet([record.delay("like", i) for i in like_ids]).join_native(timeout=60, propagate=True)
+
+    assert Counter(o["status"] for o in outcomes) == {"created": 20, "folded": 10}
+    with clean_db.connect() as connection:
+        top = connection.execute(text(
+            "SELECT is_batch, batch_count, batch_key FROM notifications WHERE user_id = :a AND parent_id IS NULL"),
+            {"a": author}).all()
+        assert sum(1 for t in top if not t.is_batch) == 20
+        [overflow] = [t for t in top if t.is_batch]
+        assert (overflow.batch_key, overflow.batch_count) == (f"like:user:{author}", 10)
+        assert connection.scalar(text("SELECT count(*) FROM notifications WHERE user_id = :a AND NOT is_batch"),
+                                 {"a": author}) == 30
+        assert connection.scalar(text("SELECT count FROM notification_rate_limits WHERE user_id = :a"),
+                                 {"a": author}) == 20
+
+
 def test_record_retract_and_mark_read_through_a_worker(clean_db, celery_worker):
     from tasks.notifications.tasks import mark_read, record, record_many, retract
 
