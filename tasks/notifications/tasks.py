@@ -28,15 +28,28 @@ def record(kind: str, source_id: UuidStr) -> dict:
         return apply_events(session, events, keys_locked=True)[0].as_dict()
 
 
+# Source ids per transaction in record_many. Each distinct batch key holds an
+# advisory lock until commit, and PostgreSQL's shared lock table is small
+# (max_locks_per_transaction x max_connections, 6,400 by default).
+BULK_CHUNK = 500
+
+
 @job("notifications.record_many")
 def record_many(kind: str, source_ids: list[UuidStr]) -> dict:
-    """Bulk path for backfills and imports: one transaction, set-based statements."""
+    """Bulk path for backfills and imports: set-based, one transaction per chunk of 500 ids.
+
+    A retry after some chunks committed is safe: their events come back as duplicates.
+    """
     _check_kind(kind, RECORDABLE_KINDS)
-    with session_scope() as session:
-        events = load_events(session, kind, source_ids)
-        statuses: dict[str, int] = {"gone": len(set(source_ids)) - len(events)}
-        for outcome in apply_events(session, events):
-            statuses[outcome.status] = statuses.get(outcome.status, 0) + 1
+    unique_ids = list(dict.fromkeys(source_ids))
+    statuses: dict[str, int] = {"gone": 0}
+    for start in range(0, len(unique_ids), BULK_CHUNK):
+        chunk = unique_ids[start:start + BULK_CHUNK]
+        with session_scope() as session:
+            events = load_events(session, kind, chunk)
+            statuses["gone"] += len(chunk) - len(events)
+            for outcome in apply_events(session, events):
+                statuses[outcome.status] = statuses.get(outcome.status, 0) + 1
     return {"status": "ok", "received": len(source_ids), **statuses}
 
 

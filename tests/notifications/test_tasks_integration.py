@@ -90,8 +90,8 @@ def test_record_retract_and_mark_read_through_a_worker(clean_db, celery_worker):
 
     author, post_id, like_ids, liker_ids = _seed(clean_db, 3)
     assert record.delay("like", like_ids[0]).get(timeout=30)["status"] == "created"
-    bulk = record_many.delay("like", like_ids + ["00000000-0000-0000-0000-000000000000"]).get(timeout=30)
-    assert bulk == {"status": "ok", "received": 4, "gone": 1, "duplicate": 1, "converted": 1, "batched": 1}
+    bulk = record_many.delay("like", like_ids + [like_ids[0], "00000000-0000-0000-0000-000000000000"]).get(timeout=30)
+    assert bulk == {"status": "ok", "received": 5, "gone": 1, "duplicate": 1, "converted": 1, "batched": 1}
     with clean_db.begin() as connection:
         connection.execute(text("DELETE FROM likes WHERE id = CAST(:id AS uuid)"), {"id": like_ids[1]})
     assert retract.delay("like", liker_ids[1], post_id=post_id).get(timeout=30)["removed"] == 1
@@ -100,6 +100,18 @@ def test_record_retract_and_mark_read_through_a_worker(clean_db, celery_worker):
     with clean_db.connect() as connection:
         assert connection.scalar(text(
             "SELECT batch_count FROM notifications WHERE user_id = :a AND is_batch"), {"a": author}) == 2
+
+
+def test_record_many_commits_in_chunks(clean_db, celery_worker, monkeypatch):
+    import tasks.notifications.tasks as notification_tasks
+
+    monkeypatch.setattr(notification_tasks, "BULK_CHUNK", 2)
+    author, post_id, like_ids, liker_ids = _seed(clean_db, 5)
+    result = notification_tasks.record_many.delay("like", like_ids).get(timeout=30)
+    assert result == {"status": "ok", "received": 5, "gone": 0, "created": 1, "converted": 1, "batched": 3}
+    with clean_db.connect() as connection:
+        assert connection.scalar(text(
+            "SELECT batch_count FROM notifications WHERE user_id = :a AND is_batch"), {"a": author}) == 5
 
 
 @pytest.mark.parametrize(("call", "code"), [
