@@ -5,7 +5,7 @@ from sqlalchemy import select
 
 from db.models import Notification, Post
 from tasks.mentions.service import load_source, notify_mentions
-from tests.notifications.conftest import Graph
+from tests.notifications.builders import Graph
 
 
 def _mentions(session, user_id):

@@ -6,7 +6,7 @@ import pytest
 from freezegun import freeze_time
 
 from tasks.notifications.batching import mark_read, unread_count
-from tests.notifications.conftest import now, record
+from tests.notifications.builders import now, record
 
 T0 = "2026-03-01 10:00:00"
 
