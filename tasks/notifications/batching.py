@@ -36,7 +36,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -58,6 +58,10 @@ class Event:
     event_at: datetime
     dedupe_key: str
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        # Rate-limit windows are UTC clock hours, whatever the session's TimeZone.
+        self.event_at = self.event_at.astimezone(timezone.utc)
 
     @property
     def config(self):

@@ -311,3 +311,15 @@ def test_the_single_event_load_holds_the_same_lock_as_lock_keys(graph, db_sessio
                             {"k": lock_name(author, f"{kind}:user:{author}" if kind == "like" else "x:post:1")})
         other.rollback()
     assert all(held) and free
+
+
+def test_rate_windows_are_utc_hours_whatever_the_session_time_zone():
+    from datetime import datetime, timezone
+    from zoneinfo import ZoneInfo
+
+    from tasks.notifications.batching import Event
+
+    kolkata = datetime(2026, 3, 1, 15, 40, tzinfo=ZoneInfo("Asia/Kolkata"))   # 10:10 UTC
+    event = Event(kind="like", recipient_id=1, actor_id=2, actor_name="a", post_id="p", event_at=kolkata,
+                  dedupe_key="like:x")
+    assert event.rate_window == (1, "like", datetime(2026, 3, 1, 10, tzinfo=timezone.utc))
