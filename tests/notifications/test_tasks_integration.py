@@ -85,6 +85,36 @@ def test_two_workers_respect_the_rate_limit_across_posts(clean_db, celery_app, w
                                  {"a": author}) == 20
 
 
+def test_bulk_and_single_calls_on_the_same_keys_never_deadlock(clean_db, celery_app, worker_processes):
+    """Two record_many calls over the same 200 likes in opposite orders, plus every like
+    recorded singly, on 2 worker processes x 2: every task succeeds first time (a
+    deadlock aborts one transaction and shows up as a retry) and each post ends with
+    one exact batch. A regression check: the lock phase is short, so it does not
+    reliably catch an unsorted lock order on its own."""
+    from tasks.notifications.tasks import record, record_many
+
+    with clean_db.begin() as connection:
+        connection.execute(text(
+            "INSERT INTO users (email, username, hashed_password) "
+            "SELECT 'd' || g || '@example.com', 'd' || g, '!' FROM generate_series(1, 30) AS g"))
+        connection.execute(text("INSERT INTO posts (author_id, content) SELECT id, 'p' FROM users WHERE id <= 20"))
+        like_ids = connection.execute(text(
+            "INSERT INTO likes (user_id, post_id) SELECT u.id, p.id FROM users AS u CROSS JOIN posts AS p "
+            "WHERE u.id > 20 ORDER BY random() RETURNING id::text")).scalars().all()
+    worker_processes("notif-mix-a", ["notifications"], concurrency=2)
+    worker_processes("notif-mix-b", ["notifications"], concurrency=2)
+    results = [record_many.delay("like", like_ids), record_many.delay("like", like_ids[::-1])]
+    results += [record.delay("like", i) for i in like_ids]
+    ResultSet(results).join_native(timeout=90, propagate=True)
+
+    assert all(r.state == "SUCCESS" and r.retries == 0 for r in results)
+    with clean_db.connect() as connection:
+        batches = connection.execute(text(
+            "SELECT p.batch_count, (SELECT count(*) FROM notifications AS c WHERE c.parent_id = p.id) AS children "
+            "FROM notifications AS p WHERE p.parent_id IS NULL")).all()
+    assert sorted(batches) == [(10, 10)] * 20
+
+
 def test_record_retract_and_mark_read_through_a_worker(clean_db, celery_worker):
     from tasks.notifications.tasks import mark_read, record, record_many, retract
 
