@@ -323,3 +323,27 @@ def test_rate_windows_are_utc_hours_whatever_the_session_time_zone():
     event = Event(kind="like", recipient_id=1, actor_id=2, actor_name="a", post_id="p", event_at=kolkata,
                   dedupe_key="like:x")
     assert event.rate_window == (1, "like", datetime(2026, 3, 1, 10, tzinfo=timezone.utc))
+
+
+def test_shares_and_comments_batch_per_post_and_the_authors_own_comment_is_silent(graph, db_session):
+    from db.models import Share
+
+    author, a, b = graph.users(3)
+    post = graph.post(author)
+    shares = []
+    for user in (a, b):
+        share = Share(user_id=user, post_id=post, platform="twitter")
+        db_session.add(share)
+        db_session.flush()
+        shares.append(share.id)
+    record(db_session, "post_shared", *shares)
+    comments = [graph.comment(a, post, "nice"), graph.comment(author, post, "thanks")]
+    outcomes = record(db_session, "comment", *comments)
+    assert sorted(o.status for o in outcomes) == ["created", "self"]
+    top = {n.batch_key: n for n in graph.top_level(author)}
+    assert set(top) == {f"post_shared:post:{post}", f"comment:post:{post}"}
+    shared = top[f"post_shared:post:{post}"]
+    assert shared.is_batch and shared.message == "2 people shared your post"
+    assert {c.data["platform"] for c in graph.children(shared.id)} == {"twitter"}
+    comment = top[f"comment:post:{post}"]
+    assert comment.message.endswith("commented on your post") and comment.data["comment_id"] == comments[0]
