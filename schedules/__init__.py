@@ -10,4 +10,5 @@ def every(seconds: float, task: str, **extra) -> dict:
 
 beat_schedule = {
     "beat-heartbeat": every(30, "maintenance.beat_heartbeat"),
+    "notifications-prune-rate-limits": every(3600, "notifications.prune_rate_limits"),
 }

@@ -5,7 +5,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    Boolean, CheckConstraint, DateTime, ForeignKey, Index, Integer, String, Text, Uuid, text,
+    Boolean, CheckConstraint, DateTime, ForeignKey, Index, Integer, PrimaryKeyConstraint, String, Text,
+    Uuid, text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
@@ -36,6 +37,9 @@ class Notification(Base):
     batch_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="1", default=1)
     batch_key: Mapped[str | None] = mapped_column(String(255))
     last_updated_at: Mapped[datetime] = created_at_column()
+    # One per source event and recipient ("like:<like id>", "mention:post:<post id>"):
+    # a redelivered or duplicated task finds it and creates nothing (exactly once).
+    dedupe_key: Mapped[str | None] = mapped_column(String(255))
 
     __table_args__ = (
         CheckConstraint("priority IN ('low', 'normal', 'high')", name="priority_valid"),
@@ -62,4 +66,28 @@ class Notification(Base):
         Index("idx_notifications_batch_children", "parent_id", text("created_at DESC")),
         Index("idx_notifications_batch_key_recent", "batch_key", "created_at",
               postgresql_where=text("parent_id IS NULL")),
+        Index("uq_notifications_user_dedupe", "user_id", "dedupe_key", unique=True,
+              postgresql_where=text("dedupe_key IS NOT NULL")),
+    )
+
+
+class NotificationRateLimit(Base):
+    """Fixed one-hour windows of new top-level notifications per recipient and type.
+
+    Incremented with INSERT ... ON CONFLICT DO UPDATE ... RETURNING inside the
+    recording transaction, so the check and the increment are one atomic step
+    and a rolled-back (retried) task gives its tokens back.
+    """
+
+    __tablename__ = "notification_rate_limits"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    type: Mapped[str] = mapped_column(String(50), nullable=False)
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0", default=0)
+
+    __table_args__ = (
+        PrimaryKeyConstraint("user_id", "type", "window_start"),
+        CheckConstraint("count >= 0", name="count_non_negative"),
+        Index("idx_notification_rate_limits_window_start", "window_start"),
     )

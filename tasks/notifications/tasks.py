@@ -1,1 +1,84 @@
-"""Celery entry points of the notifications family (to be built)."""
+"""Celery entry points of the notifications family: thin, the logic is in batching.py."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from db.session import session_scope
+from tasks.notifications.batching import apply_events, mark_read as mark_read_rows, prune_rate_limits
+from tasks.notifications.config import RECORDABLE_KINDS, RETRACTABLE_KINDS
+from tasks.notifications.errors import UnknownKind
+from tasks.notifications.sources import load_events, retract_source
+from workers.errors import InvalidArguments
+from workers.task import UuidStr, job
+
+
+def _check_kind(kind: str, allowed: tuple[str, ...]) -> None:
+    if kind not in allowed:
+        raise UnknownKind(f"kind {kind[:50]!r} is not one of {', '.join(allowed)}")
+
+
+@job("notifications.record")
+def record(kind: str, source_id: UuidStr) -> dict:
+    """Call after the web tier commits a like, emoji reaction, follow, share or comment."""
+    _check_kind(kind, RECORDABLE_KINDS)
+    with session_scope() as session:
+        events = load_events(session, kind, [source_id], lock=True)
+        if not events:
+            return {"status": "gone"}
+        return apply_events(session, events, keys_locked=True)[0].as_dict()
+
+
+# Source ids per transaction in record_many. Each distinct batch key holds an
+# advisory lock until commit, and PostgreSQL's shared lock table is small
+# (max_locks_per_transaction x max_connections, 6,400 by default).
+BULK_CHUNK = 500
+
+
+@job("notifications.record_many")
+def record_many(kind: str, source_ids: list[UuidStr]) -> dict:
+    """Bulk path for backfills and imports: set-based, one transaction per chunk of 500 ids.
+
+    A retry after some chunks committed is safe: their events come back as duplicates.
+    """
+    _check_kind(kind, RECORDABLE_KINDS)
+    unique_ids = list(dict.fromkeys(source_ids))
+    statuses: dict[str, int] = {"gone": 0}
+    for start in range(0, len(unique_ids), BULK_CHUNK):
+        chunk = unique_ids[start:start + BULK_CHUNK]
+        with session_scope() as session:
+            events = load_events(session, kind, chunk)
+            statuses["gone"] += len(chunk) - len(events)
+            for outcome in apply_events(session, events):
+                statuses[outcome.status] = statuses.get(outcome.status, 0) + 1
+    return {"status": "ok", "received": len(source_ids), **statuses}
+
+
+@job("notifications.retract")
+def retract(kind: str, actor_id: int, post_id: UuidStr | None = None, user_id: int | None = None) -> dict:
+    """Call after an unlike, reaction removal or unfollow."""
+    _check_kind(kind, RETRACTABLE_KINDS)
+    if kind == "follow" and user_id is None:
+        raise InvalidArguments("retract(kind='follow') needs user_id (the followed user)")
+    if kind != "follow" and post_id is None:
+        raise InvalidArguments(f"retract(kind={kind!r}) needs post_id")
+    with session_scope() as session:
+        return retract_source(session, kind=kind, actor_id=actor_id, post_id=post_id, user_id=user_id)
+
+
+@job("notifications.mark_read")
+def mark_read(user_id: int, notification_ids: list[UuidStr] | None = None, all: bool = False) -> dict:
+    """Mark the given top-level notifications (with their children), or all of them, read."""
+    if all == bool(notification_ids):
+        raise InvalidArguments("mark_read needs either notification_ids or all=True, not both or neither")
+    with session_scope() as session:
+        changed = mark_read_rows(session, user_id, notification_ids=notification_ids, all=all,
+                                 now=datetime.now(timezone.utc))
+    return {"status": "ok", "marked": changed}
+
+
+@job("notifications.prune_rate_limits")
+def prune_rate_limit_windows() -> dict:
+    """Beat, hourly: drop rate-limit windows older than 2 h, one bounded chunk per run."""
+    with session_scope() as session:
+        deleted = prune_rate_limits(session, now=datetime.now(timezone.utc))
+    return {"status": "ok", "deleted": deleted}
