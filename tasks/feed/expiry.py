@@ -24,3 +24,24 @@ def expire_batch(session: Session, now: datetime, batch: int) -> int | None:
     if not try_job_lock(session, JOB_NAME):
         return None
     return session.execute(EXPIRE_BATCH_SQL, {"now": now, "batch": batch}).rowcount
+
+
+def sweep_expired(now: datetime, scope=None) -> dict:
+    """Run batches, each in its own transaction, until none is full or the budget is spent.
+
+    Short transactions keep row locks and WAL bursts small; EXPIRE_MAX_BATCHES bounds one run.
+    """
+    from db.session import session_scope
+    from tasks.feed import algorithm as A
+
+    scope = scope or session_scope
+    deleted = 0
+    for _ in range(A.EXPIRE_MAX_BATCHES):
+        with scope() as session:
+            count = expire_batch(session, now, A.EXPIRE_BATCH)
+        if count is None:
+            return {"status": "skipped", "reason": "another sweep is running", "deleted": deleted}
+        deleted += count
+        if count < A.EXPIRE_BATCH:
+            break
+    return {"status": "ok", "deleted": deleted}

@@ -7,7 +7,7 @@ from celery import group
 
 from db.models import User
 from db.session import session_scope
-from tasks.feed import algorithm, expiry, scoring, trending
+from tasks.feed import expiry, scoring, trending
 from tasks.feed.active import dispatch_active_users
 from tasks.maintenance.heartbeat import record_heartbeat
 from workers.task import job
@@ -61,13 +61,4 @@ def update_trending() -> dict:
 @job("feed.expire_items")
 def expire_items() -> dict:
     """Beat, every 15 min: delete expired feed rows in bounded batches, one commit each."""
-    now, deleted = utcnow(), 0
-    for _ in range(algorithm.EXPIRE_MAX_BATCHES):
-        with session_scope() as session:
-            count = expiry.expire_batch(session, now, algorithm.EXPIRE_BATCH)
-        if count is None:
-            return {"status": "skipped", "reason": "another sweep is running", "deleted": deleted}
-        deleted += count
-        if count < algorithm.EXPIRE_BATCH:
-            break
-    return {"status": "ok", "deleted": deleted}
+    return expiry.sweep_expired(utcnow())
