@@ -93,9 +93,11 @@ positioned AS (
 ),
 scored AS (
     SELECT user_id, post_id, author_id, reason, pos,
-           count(*) OVER (PARTITION BY user_id) AS n_scored,
            count(*) FILTER (WHERE pos <= :cap_scored) OVER (PARTITION BY user_id, author_id) AS in_cap_window
     FROM positioned WHERE pos <= :scored_slots
+),
+scored_counts AS (
+    SELECT user_id, count(*) AS n_scored FROM scored GROUP BY user_id
 ),
 capped_authors AS (
     SELECT DISTINCT user_id, author_id FROM scored WHERE in_cap_window >= :author_cap
@@ -118,8 +120,8 @@ chosen AS (
     SELECT user_id, post_id, reason, pos + (pos - 1) / (:recent_every - 1) AS slot FROM scored
     UNION ALL
     SELECT r.user_id, r.post_id, 'recent', r.rpos * :recent_every
-    FROM recent r
-    WHERE r.rpos <= :feed_size - coalesce((SELECT max(n_scored) FROM scored s WHERE s.user_id = r.user_id), 0)
+    FROM recent r LEFT JOIN scored_counts c ON c.user_id = r.user_id
+    WHERE r.rpos <= :feed_size - coalesce(c.n_scored, 0)
 )
 INSERT INTO feed_items (user_id, post_id, score, reason, created_at, expires_at)
 SELECT user_id, post_id, :slot_base - slot, reason, :now, :expires_at FROM chosen
