@@ -155,6 +155,7 @@ def run_chunks_on_worker(celery_app, chunks, concurrency: int) -> float:
 def test_two_worker_processes_against_one(celery_app, engine, dataset, bench_record):
     celery_app.control.purge()
     chunks = dataset["chunks"]
+    trending(engine, dataset["now"])
     one = run_chunks_on_worker(celery_app, chunks, 1)
     two = run_chunks_on_worker(celery_app, chunks, 2)
     bench_record("feed.scaling_2proc", one / two, "x speed-up", 2.0, "ideal for 2 processes (2 cores, shared)",
