@@ -12,17 +12,20 @@ from tasks.feed.locks import try_job_lock
 
 JOB_NAME = "feed.score_active"
 
-# Each EXISTS is one probe of an index led by the user id (posts' author/created
-# index, likes/reactions/comments by user, follows by follower), so one page
-# costs O(page) probes however large the tables are.
+# One index probe per user per source, led by the user id (posts' author/created
+# index, likes/reactions/comments by user, follows by follower), short-circuiting
+# at the first hit, so a page costs O(page) however large the tables are. Scalar
+# subqueries rather than EXISTS: inside an OR, PostgreSQL turns EXISTS into a
+# hashed subplan that reads the whole 7-day window of every source for every
+# page (measured: 110 ms per page on the benchmark data, vs a few ms).
 ACTIVE_PAGE_SQL = text("""
 SELECT u.id FROM users u
 WHERE u.id > :after_id AND (
-       EXISTS (SELECT 1 FROM posts p WHERE p.author_id = u.id AND p.created_at >= :since)
-    OR EXISTS (SELECT 1 FROM likes l WHERE l.user_id = u.id AND l.created_at >= :since)
-    OR EXISTS (SELECT 1 FROM emoji_reactions r WHERE r.user_id = u.id AND r.created_at >= :since)
-    OR EXISTS (SELECT 1 FROM comments c WHERE c.author_id = u.id AND c.created_at >= :since)
-    OR EXISTS (SELECT 1 FROM follows f WHERE f.follower_id = u.id AND f.created_at >= :since))
+       (SELECT 1 FROM posts p WHERE p.author_id = u.id AND p.created_at >= :since LIMIT 1) IS NOT NULL
+    OR (SELECT 1 FROM likes l WHERE l.user_id = u.id AND l.created_at >= :since LIMIT 1) IS NOT NULL
+    OR (SELECT 1 FROM emoji_reactions r WHERE r.user_id = u.id AND r.created_at >= :since LIMIT 1) IS NOT NULL
+    OR (SELECT 1 FROM comments c WHERE c.author_id = u.id AND c.created_at >= :since LIMIT 1) IS NOT NULL
+    OR (SELECT 1 FROM follows f WHERE f.follower_id = u.id AND f.created_at >= :since LIMIT 1) IS NOT NULL)
 ORDER BY u.id
 LIMIT :limit
 """)

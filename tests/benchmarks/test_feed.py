@@ -183,3 +183,33 @@ def test_read_query_cost(engine, dataset, bench_record):
                                  "ORDER BY score DESC LIMIT 20", {"user_id": with_feed})
     bench_record("feed.read_query_ms", stored, "ms", probe, "bare idx_feed_user_score probe, 20 rows",
                  fallback_ms=fallback)
+
+
+def test_active_user_dispatch_walk(engine, dataset, bench_record):
+    from tasks.feed.active import dispatch_active_users
+
+    now = dataset["now"]
+    session = new_session()
+    try:
+        chunks: list = []
+        elapsed, result = timed(lambda: dispatch_active_users(session, now, chunks.extend))
+        session.rollback()
+        assert result["users"] == USERS and sum(len(c) for c in chunks) == USERS
+
+        def bare_walk():
+            after, seen = 0, 0
+            while True:
+                page = list(session.execute(text("SELECT id FROM users WHERE id > :a ORDER BY id LIMIT :n"),
+                                            {"a": after, "n": A.SCORE_CHUNK_SIZE}).scalars())
+                seen += len(page)
+                if len(page) < A.SCORE_CHUNK_SIZE:
+                    return seen
+                after = page[-1]
+
+        floor, _ = timed(bare_walk)
+    finally:
+        session.rollback()
+        session.close()
+    bench_record("feed.dispatch_walk_20k_users", elapsed, "s", floor,
+                 "bare keyset walk over users.id, same page size", users=USERS,
+                 us_per_user=round(elapsed * 1e6 / USERS, 2))
