@@ -4,6 +4,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import text
 from freezegun import freeze_time
 
 from tasks.feed import algorithm as A
@@ -102,7 +103,7 @@ def test_blocked_either_way_and_private_posts_never_appear(graph, db_session):
     assert visible in posts
     assert not posts & forbidden
     # The web tier's chronological fallback obeys the same rules.
-    db_session.execute(__import__("sqlalchemy").text("DELETE FROM feed_items WHERE user_id = :u"), {"u": viewer})
+    db_session.execute(text("DELETE FROM feed_items WHERE user_id = :u"), {"u": viewer})
     fallback = {str(post) for post, reason, _ in read_feed(db_session, viewer, NOW, limit=50)}
     assert visible in fallback and not fallback & forbidden
 
@@ -147,7 +148,7 @@ def test_reasons_and_expiry_are_set(graph, db_session):
     graph.follow(viewer, friend)
     graph.post(friend)
     score_users(db_session, [viewer], NOW)
-    row = db_session.execute(__import__("sqlalchemy").text(
+    row = db_session.execute(text(
         "SELECT reason, created_at, expires_at FROM feed_items WHERE user_id = :u"), {"u": viewer}).one()
     assert row.reason == "followed"
     assert row.created_at == NOW and row.expires_at == NOW + A.FEED_TTL
