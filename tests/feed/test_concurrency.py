@@ -176,3 +176,33 @@ def test_expired_rows_are_swept_in_bounded_batches(committed, clean_db, monkeypa
     with clean_db.connect() as connection:
         remaining = dict(connection.execute(text("SELECT user_id, count(*) FROM feed_items GROUP BY user_id")).all())
     assert remaining == {fresh_viewer: before[fresh_viewer]}
+
+
+def test_refresh_user_waits_for_a_concurrent_writer_then_replaces(committed):
+    with freeze_time(NOW):
+        viewer, old, new = build_two_generations(committed)
+        rescore(viewer, NOW)
+        holder = new_session()
+        assert lock_users(holder, [viewer]) == [viewer]      # a chunk is rewriting this feed
+        done = threading.Event()
+        outcome = {}
+
+        def refresh():
+            session = new_session()
+            try:
+                outcome["result"] = score_users(session, [viewer], NOW + timedelta(days=2), wait_for_lock=True)
+                session.commit()
+            finally:
+                session.close()
+                done.set()
+
+        thread = threading.Thread(target=refresh)
+        thread.start()
+        assert not done.wait(1.0), "refresh_user must wait for the writer, not skip"
+        holder.rollback()
+        holder.close()
+        assert done.wait(30)
+        thread.join()
+        assert outcome["result"].users == 1 and outcome["result"].skipped_locked == 0
+        with committed.session.bind.connect() as reader:
+            assert {r for (r,) in reader.execute(FEED_SQL, {"u": viewer})} == new
