@@ -11,4 +11,7 @@ def every(seconds: float, task: str, **extra) -> dict:
 beat_schedule = {
     "beat-heartbeat": every(30, "maintenance.beat_heartbeat"),
     "notifications-prune-rate-limits": every(3600, "notifications.prune_rate_limits"),
+    "feed-score-active": every(600, "feed.score_active"),
+    "feed-update-trending": every(300, "feed.update_trending"),
+    "feed-expire-items": every(900, "feed.expire_items"),
 }

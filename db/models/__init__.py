@@ -1,5 +1,6 @@
 """All models, imported here so Base.metadata is complete for Alembic and tests."""
 from db.base import Base
+from db.models.feed import FeedItem
 from db.models.media import MediaFile, ProcessingStatus
 from db.models.notifications import Notification, NotificationRateLimit
 from db.models.operations import JobHeartbeat
@@ -9,6 +10,7 @@ __all__ = [
     "Base",
     "Comment",
     "EmojiReaction",
+    "FeedItem",
     "Follow",
     "JobHeartbeat",
     "Like",

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    Boolean, CheckConstraint, DateTime, Enum, ForeignKey, Identity, Index, Integer,
+    Boolean, CheckConstraint, DateTime, Double, Enum, ForeignKey, Identity, Index, Integer,
     String, Text, UniqueConstraint, Uuid, text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -77,6 +77,8 @@ class Post(Base):
     hearts_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0", default=0)
     reactions_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0", default=0)
     shares_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0", default=0)
+    # Trending score kept by feed.update_trending (tasks/feed/algorithm.py): 0 outside the trending window.
+    engagement_score: Mapped[float] = mapped_column(Double, nullable=False, server_default="0", default=0.0)
 
     author: Mapped[User] = relationship(back_populates="posts")
 
@@ -84,6 +86,10 @@ class Post(Base):
         Index("idx_posts_created_at_desc", text("created_at DESC")),
         Index("idx_posts_author_created_desc", "author_id", text("created_at DESC")),
         Index("idx_posts_engagement", "hearts_count", "reactions_count", "shares_count"),
+        # Partial: only posts inside the trending window carry a score, so popular_posts'
+        # top-N and the sweep that zeroes posts leaving the window read a small index.
+        Index("idx_posts_engagement_score", text("engagement_score DESC"),
+              postgresql_where=text("engagement_score > 0")),
     )
 
 
