@@ -47,8 +47,17 @@ def _wait_for_workers(app, expected: int, timeout: float = 60.0) -> list[str]:
     raise RuntimeError(f"only {len(names)} of {expected} workers answered within {timeout:.0f}s: {names}")
 
 
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def run(once: bool = False, demo: bool = True) -> int:
     from workers import embedded
+
+    # The children run in their own sessions so a terminal's Ctrl-C reaches only
+    # this process; SIGTERM (from `timeout`, systemd, an IDE) must therefore take
+    # the same clean path, or the workers, beat and Flower would be orphaned.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     from workers.flower import generate_credentials
 
     print("resolving services ...", flush=True)
