@@ -2,6 +2,7 @@
 from db.base import Base
 from db.models.social import Comment, EmojiReaction, Follow, Like, Post, Share, User
 from db.models.notifications import Notification
+from db.models.engagement import CounterDirty, CounterDrift, CounterRun, CounterRunChunk
 from db.models.operations import JobHeartbeat
 
-__all__ = ["Base", "Comment", "EmojiReaction", "Follow", "JobHeartbeat", "Like", "Notification", "Post", "Share", "User"]
+__all__ = ["Base", "Comment", "CounterDirty", "CounterDrift", "CounterRun", "CounterRunChunk", "EmojiReaction", "Follow", "JobHeartbeat", "Like", "Notification", "Post", "Share", "User"]

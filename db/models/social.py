@@ -25,6 +25,11 @@ FOLLOW_STATUSES = ("active", "pending", "blocked")
 SHARE_PLATFORMS = ("internal", "copy_link", "twitter", "facebook", "whatsapp", "email", "other")
 
 
+def _nonnegative(*columns: str) -> tuple[CheckConstraint, ...]:
+    """A denormalized counter can never be below zero, whatever a bug or an import writes."""
+    return tuple(CheckConstraint(f"{column} >= 0", name=f"{column}_nonnegative") for column in columns)
+
+
 class User(Base):
     __tablename__ = "users"
 
@@ -42,6 +47,10 @@ class User(Base):
     location: Mapped[Any | None] = mapped_column(JSONB)
     profile_photo_filename: Mapped[str | None] = mapped_column(String(255))
     profile_preferences: Mapped[Any | None] = mapped_column(JSONB)
+    # Denormalized counters (seed 003), kept exact by the engagement family.
+    followers_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0", default=0)
+    following_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0", default=0)
+    posts_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0", default=0)
 
     posts: Mapped[list[Post]] = relationship(back_populates="author", passive_deletes=True)
 
@@ -57,6 +66,7 @@ class User(Base):
         CheckConstraint(
             "websites IS NULL OR (jsonb_typeof(websites) = 'array' "
             "AND jsonb_array_length(websites) <= 5)", name="websites_max_5"),
+        *_nonnegative("followers_count", "following_count", "posts_count"),
     )
 
 
@@ -77,6 +87,7 @@ class Post(Base):
     hearts_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0", default=0)
     reactions_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0", default=0)
     shares_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0", default=0)
+    comments_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0", default=0)
 
     author: Mapped[User] = relationship(back_populates="posts")
 
@@ -84,6 +95,7 @@ class Post(Base):
         Index("idx_posts_created_at_desc", text("created_at DESC")),
         Index("idx_posts_author_created_desc", "author_id", text("created_at DESC")),
         Index("idx_posts_engagement", "hearts_count", "reactions_count", "shares_count"),
+        *_nonnegative("hearts_count", "reactions_count", "shares_count", "comments_count"),
     )
 
 
@@ -144,6 +156,9 @@ class Comment(Base):
     content: Mapped[str] = mapped_column(Text, nullable=False)
     created_at: Mapped[datetime] = created_at_column()
     updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), onupdate=text("now()"))
+    replies_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0", default=0)
+
+    __table_args__ = (*_nonnegative("replies_count"),)
 
 
 class Follow(Base):
