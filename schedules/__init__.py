@@ -2,6 +2,8 @@
 backlog (beat running while workers are down) never piles up duplicate runs."""
 from datetime import timedelta
 
+from celery.schedules import crontab
+
 
 def every(seconds: float, task: str, **extra) -> dict:
     return {"task": task, "schedule": timedelta(seconds=seconds),
@@ -10,4 +12,9 @@ def every(seconds: float, task: str, **extra) -> dict:
 
 beat_schedule = {
     "beat-heartbeat": every(30, "maintenance.beat_heartbeat"),
+    "engagement-reconcile-dirty": every(30, "engagement.reconcile_dirty"),
+    # Nightly at 03:17 UTC, off the hour when other nightly jobs start. The sweep's own
+    # singleton claim (counter_runs + advisory lock) covers a second beat or a manual run.
+    "engagement-sweep-all": {"task": "engagement.sweep_all", "schedule": crontab(hour=3, minute=17),
+                             "options": {"expires": 3600}},
 }

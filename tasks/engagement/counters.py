@@ -132,12 +132,35 @@ def drift_sql(parent_table: str, counters: tuple[CounterSpec, ...] = COUNTERS) -
     return truth_select(parent_table, f"p.id = ANY({ids})", "{fk} = ANY(" + ids + ")", counters)
 
 
-def range_drift_sql(parent_table: str, counters: tuple[CounterSpec, ...] = COUNTERS) -> str:
-    """Read-only: drifted rows with ``:start_id <= id <= :end_id``, each source scanned by the
-    same key range (an index range scan), so a sweep chunk costs O(chunk), not O(table)."""
+def range_condition(parent_table: str, column: str, bounded_below: bool, bounded_above: bool) -> str:
+    """``after < column <= upto`` (either side optional): a keyset chunk of a sweep."""
     key_type = PARENTS[parent_table].key_type
-    bounds = f"BETWEEN CAST(:start_id AS {key_type}) AND CAST(:end_id AS {key_type})"
-    return truth_select(parent_table, f"p.id {bounds}", "{fk} " + bounds, counters)
+    parts = []
+    if bounded_below:
+        parts.append(f"{column} > CAST(:after AS {key_type})")
+    if bounded_above:
+        parts.append(f"{column} <= CAST(:upto AS {key_type})")
+    return " AND ".join(parts) or "TRUE"
+
+
+def range_drift_sql(parent_table: str, bounded_below: bool, bounded_above: bool,
+                    counters: tuple[CounterSpec, ...] = COUNTERS) -> str:
+    """Read-only: drifted rows of one keyset chunk, each source scanned by the same key
+    range (an index range scan), so a sweep chunk costs O(chunk), not O(table)."""
+    return truth_select(parent_table, range_condition(parent_table, "p.id", bounded_below, bounded_above),
+                        range_condition(parent_table, "{fk}", bounded_below, bounded_above), counters)
+
+
+def range_count_sql(parent_table: str, bounded_below: bool, bounded_above: bool) -> str:
+    return (f"SELECT count(*) FROM {parent_table} p "
+            f"WHERE {range_condition(parent_table, 'p.id', bounded_below, bounded_above)}")
+
+
+def chunk_end_sql(parent_table: str, bounded_below: bool) -> str:
+    """The id ``:size`` rows after ``:after`` in key order (an index-only keyset step),
+    or no row when fewer remain: then the chunk is the table's last."""
+    where = f"WHERE id > CAST(:after AS {PARENTS[parent_table].key_type})" if bounded_below else ""
+    return f"SELECT id::text FROM {parent_table} {where} ORDER BY id OFFSET :size - 1 LIMIT 1"
 
 
 def lock_sql(parent_table: str) -> str:
