@@ -197,7 +197,7 @@ def _mark_selects(specs: tuple[CounterSpec, ...], alias: str, from_clause: str, 
     selects = []
     for parent, fk in dict.fromkeys((c.parent_table, c.source_fk) for c in specs):
         where = f"{alias}.{fk} IS NOT NULL" + (f" AND {condition}" if condition else "")
-        selects.append(f"SELECT '{parent}'::text, {alias}.{fk}::text FROM {from_clause} WHERE {where}")
+        selects.append(f"SELECT DISTINCT '{parent}'::text, {alias}.{fk}::text FROM {from_clause} WHERE {where}")
     return selects
 
 

@@ -132,19 +132,20 @@ class DirtyBatch:
 
 
 def reconcile_dirty_batch(session: Session, parent_table: str, run_id: str | None, after_dirty_id: int = 0,
-                          limit: int = DIRTY_BATCH, dry_run: bool = False) -> DirtyBatch:
+                          limit: int | None = None, dry_run: bool = False) -> DirtyBatch:
     """Repair the parents of the next ``limit`` dirty marks after ``after_dirty_id`` and delete
     exactly the marks read whose parent was repaired. Marks added meanwhile, and marks of
     skipped (locked) parents, stay for the next batch or run."""
     set_local_timeouts(session)
     marks = session.execute(text(
         "SELECT id, parent_id FROM counter_dirty WHERE parent_table = :t AND id > :after ORDER BY id LIMIT :n"),
-        {"t": parent_table, "after": after_dirty_id, "n": limit}).all()
+        {"t": parent_table, "after": after_dirty_id, "n": limit or DIRTY_BATCH}).all()
     if not marks:
         return DirtyBatch(BatchResult(), 0, None)
     result = BatchResult()
     ids = sorted({parent_id for _id, parent_id in marks})
     for start in range(0, len(ids), REPAIR_BATCH):
+        # One transaction holds every sub-batch's locks until commit: DIRTY_BATCH bounds it.
         result.add(repair_ids(session, parent_table, ids[start:start + REPAIR_BATCH], run_id, dry_run))
     if not dry_run:
         skipped = set(result.skipped)
@@ -220,9 +221,10 @@ def claim_full_sweep(session: Session) -> str | None:
     return start_run(session, "full")
 
 
-def plan_chunks(session: Session, tables: tuple[str, ...] | None = None, size: int = SWEEP_CHUNK) -> list[Chunk]:
+def plan_chunks(session: Session, tables: tuple[str, ...] | None = None, size: int | None = None) -> list[Chunk]:
     """Walk each parent table by keyset on its primary key: one index-only query per chunk.
     The last chunk of each table is open above, so rows added after planning are swept."""
+    size = size or SWEEP_CHUNK
     chunks = []
     for table in tables or parent_tables():
         after = None

@@ -52,15 +52,15 @@ def refresh(parent_table: str, ids: list[str]) -> RunReport:
     return report
 
 
-def run_dirty(budget_seconds: float = DIRTY_BUDGET_SECONDS, limit: int = rc.DIRTY_BATCH,
-              dry_run: bool = False) -> RunReport:
+def run_dirty(budget_seconds: float | None = None, limit: int | None = None, dry_run: bool = False) -> RunReport:
     """Drain the dirty queue in bounded batches until it is empty or the budget is spent.
 
     A pass that finds nothing records no run. Within a pass the queue is read by a
     cursor on its id, so marks of a parent someone holds locked are passed over (not
     retried in a loop) and stay queued for the next pass.
     """
-    deadline = time.monotonic() + budget_seconds
+    deadline = time.monotonic() + (budget_seconds or DIRTY_BUDGET_SECONDS)
+    limit = limit or rc.DIRTY_BATCH
     report = RunReport("finished", None, "dirty", dry_run)
     for table in parent_tables():
         after = 0
@@ -90,14 +90,14 @@ def run_dirty(budget_seconds: float = DIRTY_BUDGET_SECONDS, limit: int = rc.DIRT
 
 # --- full sweep -------------------------------------------------------------------
 
-def start_full_sweep(chunk_size: int = rc.SWEEP_CHUNK) -> tuple[str | None, list[rc.Chunk]]:
+def start_full_sweep(chunk_size: int | None = None) -> tuple[str | None, list[rc.Chunk]]:
     """Claim the sweep and plan its chunks in one transaction: (run id, chunks), or (None, [])
     when another sweep holds the claim."""
     with session_scope() as session:
         run_id = rc.claim_full_sweep(session)
         if run_id is None:
             return None, []
-        chunks = rc.plan_chunks(session, size=chunk_size)
+        chunks = rc.plan_chunks(session, size=chunk_size or rc.SWEEP_CHUNK)
         rc.set_chunks_total(session, run_id, len(chunks))
     return run_id, chunks
 
@@ -129,11 +129,11 @@ def sweep_chunk(chunk: rc.Chunk, run_id: str | None, dry_run: bool = False) -> t
 
 
 def run_full_sweep(dry_run: bool = False, progress: Callable[[int, int], None] | None = None,
-                   chunk_size: int = rc.SWEEP_CHUNK) -> RunReport:
+                   chunk_size: int | None = None) -> RunReport:
     """The whole sweep in this process (the CLI): same claim, same chunks, run one by one."""
     if dry_run:
         with session_scope() as session:
-            run_id, chunks = None, rc.plan_chunks(session, size=chunk_size)
+            run_id, chunks = None, rc.plan_chunks(session, size=chunk_size or rc.SWEEP_CHUNK)
             session.rollback()
     else:
         run_id, chunks = start_full_sweep(chunk_size)
