@@ -11,8 +11,9 @@ from tasks.engagement.reconcile import Fix
 MAX_DETAIL_ROWS = 20
 
 
-def progress_bar(stream=sys.stdout, width: int = 30):
+def progress_bar(stream=None, width: int = 30):
     started = time.monotonic()
+    stream = stream or sys.stdout
 
     def show(done: int, total: int) -> None:
         filled = int(width * done / total) if total else width
