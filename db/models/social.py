@@ -30,6 +30,15 @@ def _nonnegative(*columns: str) -> tuple[CheckConstraint, ...]:
     return tuple(CheckConstraint(f"{column} >= 0", name=f"{column}_nonnegative") for column in columns)
 
 
+def _counters_covering_index(table: str, *columns: str) -> Index:
+    """(id) INCLUDE (counters): the full sweep reads a key range of stored counters as an
+    index-only scan in key order and merge-joins it with the sources' post_id indexes,
+    instead of fetching scattered heap pages (uuid keys are not in insertion order).
+    Counter updates of posts were already non-HOT (idx_posts_engagement), so the write
+    cost is one more index entry per counter change."""
+    return Index(f"idx_{table}_counters", "id", postgresql_include=list(columns))
+
+
 class User(Base):
     __tablename__ = "users"
 
@@ -67,6 +76,7 @@ class User(Base):
             "websites IS NULL OR (jsonb_typeof(websites) = 'array' "
             "AND jsonb_array_length(websites) <= 5)", name="websites_max_5"),
         *_nonnegative("followers_count", "following_count", "posts_count"),
+        _counters_covering_index("users", "followers_count", "following_count", "posts_count"),
     )
 
 
@@ -96,6 +106,7 @@ class Post(Base):
         Index("idx_posts_author_created_desc", "author_id", text("created_at DESC")),
         Index("idx_posts_engagement", "hearts_count", "reactions_count", "shares_count"),
         *_nonnegative("hearts_count", "reactions_count", "shares_count", "comments_count"),
+        _counters_covering_index("posts", "hearts_count", "reactions_count", "shares_count", "comments_count"),
     )
 
 
@@ -158,7 +169,7 @@ class Comment(Base):
     updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), onupdate=text("now()"))
     replies_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0", default=0)
 
-    __table_args__ = (*_nonnegative("replies_count"),)
+    __table_args__ = (*_nonnegative("replies_count"), _counters_covering_index("comments", "replies_count"))
 
 
 class Follow(Base):

@@ -159,8 +159,9 @@ def range_count_sql(parent_table: str, bounded_below: bool, bounded_above: bool)
 def chunk_end_sql(parent_table: str, bounded_below: bool) -> str:
     """The id ``:size`` rows after ``:after`` in key order (an index-only keyset step),
     or no row when fewer remain: then the chunk is the table's last."""
-    where = f"WHERE id > CAST(:after AS {PARENTS[parent_table].key_type})" if bounded_below else ""
-    return f"SELECT id::text FROM {parent_table} {where} ORDER BY id OFFSET :size - 1 LIMIT 1"
+    # Qualified p.id: a bare "ORDER BY id" would sort by the text output column and lose the index.
+    where = f"WHERE p.id > CAST(:after AS {PARENTS[parent_table].key_type})" if bounded_below else ""
+    return f"SELECT p.id::text AS chunk_end FROM {parent_table} p {where} ORDER BY p.id OFFSET :size - 1 LIMIT 1"
 
 
 def lock_sql(parent_table: str) -> str:
@@ -171,8 +172,8 @@ def lock_sql(parent_table: str) -> str:
     lock every INSERT INTO likes/follows/... takes on its parent through the foreign
     key, so a reconcile never blocks the web tier's inserts.
     """
-    return (f"SELECT id::text FROM {parent_table} WHERE id = ANY({ids_param(parent_table)}) ORDER BY id "
-            f"FOR NO KEY UPDATE SKIP LOCKED")
+    return (f"SELECT p.id::text AS locked_id FROM {parent_table} p WHERE p.id = ANY({ids_param(parent_table)}) "
+            f"ORDER BY p.id FOR NO KEY UPDATE SKIP LOCKED")
 
 
 def aggregate_floor_sql(counter: CounterSpec) -> str:

@@ -24,9 +24,12 @@ from tasks.engagement.counters import (
 # benchmark: ~1,000 posts take tens of milliseconds at 1 M posts).
 REPAIR_BATCH = int(os.environ.get("ENGAGEMENT_REPAIR_BATCH", "1000"))
 DIRTY_BATCH = int(os.environ.get("ENGAGEMENT_DIRTY_BATCH", "2000"))
-SWEEP_CHUNK = int(os.environ.get("ENGAGEMENT_SWEEP_CHUNK", "20000"))
+SWEEP_CHUNK = int(os.environ.get("ENGAGEMENT_SWEEP_CHUNK", "50000"))
 LOCK_TIMEOUT_MS = int(os.environ.get("ENGAGEMENT_LOCK_TIMEOUT_MS", "2000"))
 STATEMENT_TIMEOUT_MS = int(os.environ.get("ENGAGEMENT_STATEMENT_TIMEOUT_MS", "10000"))
+# A sweep chunk hash-joins its parents with one aggregate per counter; at the default
+# 4 MB those spill to disk from about 50,000 parents per chunk.
+WORK_MEM = os.environ.get("ENGAGEMENT_WORK_MEM", "32MB")
 # A full sweep still "running" after this long lost its chunks (workers purged, broker
 # flushed); the next sweep may start and marks it failed.
 SWEEP_STALE_AFTER_SECONDS = int(os.environ.get("ENGAGEMENT_SWEEP_STALE_AFTER", str(6 * 3600)))
@@ -73,6 +76,7 @@ def set_local_timeouts(session: Session) -> None:
     transient error (retried), never a queue of blocked web requests behind us."""
     session.execute(text(f"SET LOCAL lock_timeout = {LOCK_TIMEOUT_MS}"))
     session.execute(text(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}"))
+    session.execute(text(f"SET LOCAL work_mem = '{WORK_MEM}'"))
 
 
 def _check_table(parent_table: str) -> None:

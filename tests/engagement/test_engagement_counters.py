@@ -188,3 +188,13 @@ def test_unknown_table_is_a_permanent_error(db_session):
 
     with pytest.raises(BadInput):
         rc.repair_ids(db_session, "notifications; drop table users", ["1"], None)
+
+
+def test_every_parent_table_has_a_covering_index_of_all_its_counters(conn):
+    """The sweep's merge-join plan needs (id) INCLUDE (every counter); a counter added to
+    COUNTERS without being added to that index fails here."""
+    for table in PARENTS:
+        definition = conn.execute(text("SELECT indexdef FROM pg_indexes WHERE indexname = :n"),
+                                  {"n": f"idx_{table}_counters"}).scalar()
+        included = definition.split("INCLUDE (")[1].rstrip(")").split(", ")
+        assert sorted(included) == sorted(c.column for c in counters_of(table))

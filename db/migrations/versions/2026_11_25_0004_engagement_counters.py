@@ -35,6 +35,12 @@ NEW_COLUMNS = {
     "comments": ("replies_count",),
 }
 EXISTING_COLUMNS = {"posts": ("hearts_count", "reactions_count", "shares_count")}
+# (id) INCLUDE (every counter): the sweep's index-only, merge-joinable read of stored values.
+COVERING = {
+    "users": ("followers_count", "following_count", "posts_count"),
+    "posts": ("hearts_count", "reactions_count", "shares_count", "comments_count"),
+    "comments": ("replies_count",),
+}
 
 
 def upgrade() -> None:
@@ -45,6 +51,8 @@ def upgrade() -> None:
     for table, columns in (*NEW_COLUMNS.items(), *EXISTING_COLUMNS.items()):
         for column in columns:
             op.create_check_constraint(op.f(f"ck_{table}_{column}_nonnegative"), table, f"{column} >= 0")
+    for table, columns in COVERING.items():
+        op.create_index(f"idx_{table}_counters", table, ["id"], postgresql_include=list(columns))
 
     op.create_table(
         "counter_dirty",
@@ -120,6 +128,8 @@ def downgrade() -> None:
     op.drop_table("counter_runs")
     op.drop_index("idx_counter_dirty_parent_table_id", table_name="counter_dirty")
     op.drop_table("counter_dirty")
+    for table in COVERING:
+        op.drop_index(f"idx_{table}_counters", table_name=table)
     for table, columns in (*EXISTING_COLUMNS.items(), *NEW_COLUMNS.items()):
         for column in columns:
             op.drop_constraint(op.f(f"ck_{table}_{column}_nonnegative"), table, type_="check")
