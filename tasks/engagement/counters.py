@@ -176,6 +176,12 @@ def lock_sql(parent_table: str) -> str:
             f"ORDER BY p.id FOR NO KEY UPDATE SKIP LOCKED")
 
 
+def exists_sql(parent_table: str) -> str:
+    """Which of ``:ids`` still exist (a plain read: it sees rows other transactions hold)."""
+    return (f"SELECT p.id::text AS existing_id FROM {parent_table} p "
+            f"WHERE p.id = ANY({ids_param(parent_table)}) ORDER BY p.id")
+
+
 def aggregate_floor_sql(counter: CounterSpec) -> str:
     """The bare aggregate over one counter's whole source: the benchmark's floor."""
     where = f" WHERE {counter.filter_sql}" if counter.filter_sql else ""

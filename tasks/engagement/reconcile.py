@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from workers.errors import BadInput
 from tasks.engagement.counters import (
-    PARENTS, chunk_end_sql, drift_sql, lock_sql, parent_tables, range_count_sql, range_drift_sql, repair_sql,
+    PARENTS, chunk_end_sql, drift_sql, exists_sql, lock_sql, parent_tables, range_count_sql, range_drift_sql, repair_sql,
 )
 
 # Row locks live until commit, so a batch is small enough that lock + recount + write
@@ -100,6 +100,10 @@ def repair_ids(session: Session, parent_table: str, ids: list[str], run_id: str 
         return BatchResult(checked=len(ids), fixes=_fixes_from_rows(parent_table, rows))
     locked = session.execute(text(lock_sql(parent_table)), {"ids": ids}).scalars().all()
     skipped = sorted(set(ids) - set(locked))
+    if skipped:
+        # Not locked means held by a writer, or deleted (a cascade marks its parent as the
+        # parent goes): only the first may be retried, or the queue would keep the dead.
+        skipped = session.execute(text(exists_sql(parent_table)), {"ids": skipped}).scalars().all()
     if not locked:
         return BatchResult(skipped=skipped)
     rows = session.execute(text(repair_sql(parent_table)), {"ids": locked, "run_id": run_id}).all()

@@ -179,7 +179,7 @@ def _dirty_pass_seconds(url: str, posts: int, changed: int = 1000, repeats: int 
         with engine.begin() as conn:
             conn.execute(text("DELETE FROM counter_dirty"))
             action = ("INSERT INTO likes (user_id, post_id) SELECT :u, md5('p' || n)::uuid "
-                      "FROM generate_series(:first, :posts, :step) n" if repeat % 2 == 0 else
+                      "FROM generate_series(CAST(:first AS int), CAST(:posts AS int), CAST(:step AS int)) n" if repeat % 2 == 0 else
                       "DELETE FROM likes WHERE user_id = :u")
             conn.execute(text(action), {"u": fresh, "first": 1 + repeat, "posts": posts, "step": step})
         with engine.connect() as conn:

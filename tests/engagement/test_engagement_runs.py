@@ -353,3 +353,16 @@ def test_a_writer_arriving_during_a_recount_is_not_blocked_from_inserting_and_it
     with clean_db.connect() as conn:
         assert conn.execute(text("SELECT hearts_count FROM posts WHERE id = :p"), {"p": post}).scalar() == 2
     assert exact(clean_db) == []
+
+
+def test_marks_of_deleted_parents_are_cleared_not_retried_forever(clean_db):
+    graph = committed_graph(clean_db)
+    runs.run_dirty()
+    gone = graph["posts"][4]
+    inject(clean_db, "DELETE FROM posts WHERE id = :p", p=gone)  # cascades: likes, shares... mark it
+    with clean_db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM counter_dirty WHERE parent_id = :p"), {"p": gone}).scalar() > 0
+    report = runs.run_dirty()
+    assert report.result.skipped == [] and dirty_count(clean_db) == 0
+    assert runs.refresh("posts", [gone]).result.skipped == [] and dirty_count(clean_db) == 0
+    assert exact(clean_db) == []
