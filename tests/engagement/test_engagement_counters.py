@@ -198,3 +198,19 @@ def test_every_parent_table_has_a_covering_index_of_all_its_counters(conn):
                                   {"n": f"idx_{table}_counters"}).scalar()
         included = definition.split("INCLUDE (")[1].rstrip(")").split(", ")
         assert sorted(included) == sorted(c.column for c in counters_of(table))
+
+
+def test_sweep_chunks_from_the_key_histogram_cover_every_row_once(db_session, conn):
+    users = add_users(conn, 4)
+    posts = add_posts(conn, users, per_author=100)
+    conn.execute(text("ANALYZE posts"))
+    chunks = rc.plan_chunks(db_session, ("posts",), size=50)
+    assert 6 <= len(chunks) <= 9 and chunks[0].after is None and chunks[-1].upto is None
+    assert [c.after for c in chunks[1:]] == [c.upto for c in chunks[:-1]]
+    conn.execute(text("UPDATE posts SET shares_count = 4"))
+    found, checked = [], 0
+    for chunk in chunks:
+        rows, fixes = rc.find_chunk_drift(db_session, chunk)
+        checked += rows
+        found += [f.entity_id for f in fixes]
+    assert sorted(found) == sorted(posts) and checked == len(posts)
