@@ -260,7 +260,10 @@ def _chunks_from(table: str, ends: list[str]) -> list[Chunk]:
 
 def _histogram_bounds(session: Session, table: str, size: int) -> list[Chunk] | None:
     row = session.execute(text(
-        "SELECT s.histogram_bounds::text, c.reltuples FROM pg_stats s "
+        # Rows scaled to the table's current size, as the planner does, so an import since
+        # the last analyze still yields chunks of about ``size``.
+        "SELECT s.histogram_bounds::text, CASE WHEN c.relpages > 0 THEN c.reltuples / c.relpages * "
+        "(pg_relation_size(c.oid) / current_setting('block_size')::int) ELSE c.reltuples END FROM pg_stats s "
         "JOIN pg_class c ON c.relname = s.tablename AND c.relnamespace = to_regnamespace(s.schemaname) "
         "WHERE s.schemaname = current_schema() AND s.tablename = :t AND s.attname = 'id'"), {"t": table}).first()
     if row is None or row[0] is None or row[1] <= 0:
