@@ -262,7 +262,7 @@ def test_counters_are_exact_after_concurrent_writers_sweeps_and_dirty_passes(cle
                 if kind == "sweep":
                     runs.run_full_sweep(chunk_size=3)
                 else:
-                    runs.run_dirty(limit=5)
+                    runs.run_dirty(budget_seconds=0.5, limit=5)
                 passes[kind] += 1
             except BaseException as exc:  # noqa: BLE001
                 errors.append(exc)
@@ -272,7 +272,15 @@ def test_counters_are_exact_after_concurrent_writers_sweeps_and_dirty_passes(cle
     threads += [threading.Thread(target=reconciler, args=(k,)) for k in ("sweep", "dirty")]
     for thread in threads:
         thread.start()
-    time.sleep(4)
+    # Run for 4 s, and at least until the dirty path has passed 3 times after the first
+    # sweep finished (a loaded machine must not turn a slow start into a failure).
+    started, sweeps_done_at = time.monotonic(), None
+    while time.monotonic() - started < 30:
+        if sweeps_done_at is None and passes["sweep"] >= 1:
+            sweeps_done_at = passes["dirty"]
+        if time.monotonic() - started >= 4 and sweeps_done_at is not None and passes["dirty"] >= sweeps_done_at + 3:
+            break
+        time.sleep(0.05)
     stop.set()
     for thread in threads:
         thread.join(timeout=60)
