@@ -160,11 +160,18 @@ def test_full_sweep_against_the_bare_aggregates(engagement_dbs, celery_app, benc
         sweep = time.perf_counter() - started
     finally:
         stop_process(proc)
-    with engine.connect() as conn:
-        fixed = {tuple(r) for r in conn.execute(text(
-            "SELECT table_name, column_name, entity_id FROM counter_drift WHERE run_id = :r"), {"r": run["id"]})}
-    engine.dispose()
+    fixed = _fixed(engine, run["id"])
     assert run["status"] == "finished" and fixed == drift
+
+    # The same sweep in one process, as `python -m workers reconcile --full` runs it.
+    drift_again = _inject_drift(engine)
+    inline, inline_run = _inline_sweep(engagement_dbs["big"])
+    assert _fixed(engine, inline_run) == drift_again
+    engine.dispose()
+    bench_record("engagement.full_sweep_1m_posts_one_process", inline, "s", floor,
+                 "bare GROUP BY aggregates of every counter's source, same data, one connection",
+                 goal="<= 2x", floor_serial_seconds=round(floor_serial, 3),
+                 ratio_to_serial_floor=round(inline / floor_serial, 2), path="reconcile --full (CLI), no Celery")
     bench_record("engagement.full_sweep_1m_posts", sweep, "s", floor,
                  "bare GROUP BY aggregates of every counter's source, same data, one connection",
                  goal="<= 2x", chunks=dispatched["chunks"], workers="1 worker x 2 processes",
@@ -172,6 +179,32 @@ def test_full_sweep_against_the_bare_aggregates(engagement_dbs, celery_app, benc
                  run_duration_seconds=round(run["duration_seconds"], 3),
                  floor_serial_seconds=round(floor_serial, 3), ratio_to_serial_floor=round(sweep / floor_serial, 2),
                  build_seconds=round(engagement_dbs["build_seconds"]["1m"], 1))
+
+
+def _fixed(engine, run_id: str) -> set[tuple[str, str, str]]:
+    with engine.connect() as conn:
+        return {tuple(r) for r in conn.execute(text(
+            "SELECT table_name, column_name, entity_id FROM counter_drift WHERE run_id = :r"), {"r": run_id})}
+
+
+def _inline_sweep(url: str) -> tuple[float, str]:
+    import os
+
+    from db.session import reset_engine
+    from tasks.engagement import runs
+
+    saved = os.environ["DATABASE_URL"]
+    os.environ["DATABASE_URL"] = url
+    reset_engine()
+    try:
+        started = time.perf_counter()
+        report = runs.run_full_sweep()
+        elapsed = time.perf_counter() - started
+    finally:
+        os.environ["DATABASE_URL"] = saved
+        reset_engine()
+    assert report.status == "finished"
+    return elapsed, report.run_id
 
 
 def _dirty_pass_seconds(url: str, posts: int, changed: int = 1000, repeats: int = 5) -> float:
