@@ -71,7 +71,7 @@ def test_sweep_all_fans_out_chunks_and_a_second_sweep_is_skipped(clean_db, celer
     run_id = outcomes[0]["run_id"]
     assert outcomes[0]["chunks"] > 5
 
-    def finished():
+    def finished(run_id=run_id):
         with clean_db.connect() as conn:
             run = rc.run_status(conn, run_id)
         return run if run["status"] == "finished" else None
@@ -81,7 +81,9 @@ def test_sweep_all_fans_out_chunks_and_a_second_sweep_is_skipped(clean_db, celer
     with clean_db.connect() as conn:
         assert wrong_counters(conn) == []
         assert conn.execute(text("SELECT count(*) FROM counter_drift WHERE run_id = :r"), {"r": run_id}).scalar() > 0
-    assert sweep_all.delay().get(timeout=30)["status"] == "dispatched"  # free again once finished
+    again = sweep_all.delay().get(timeout=30)  # free again once finished
+    assert again["status"] == "dispatched"
+    wait_for(lambda: finished(again["run_id"]), 60)  # no chunk may outlive the test's data
 
 
 def test_beat_schedules_the_dirty_pass_and_the_nightly_sweep():
