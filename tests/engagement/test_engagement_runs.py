@@ -5,7 +5,6 @@ import random
 import threading
 import time
 
-import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
