@@ -2,6 +2,8 @@
 backlog (beat running while workers are down) never piles up duplicate runs."""
 from datetime import timedelta
 
+from celery.schedules import crontab
+
 
 def every(seconds: float, task: str, **extra) -> dict:
     return {"task": task, "schedule": timedelta(seconds=seconds),
@@ -14,4 +16,9 @@ beat_schedule = {
     "feed-score-active": every(600, "feed.score_active"),
     "feed-update-trending": every(300, "feed.update_trending"),
     "feed-expire-items": every(900, "feed.expire_items"),
+    "engagement-reconcile-dirty": every(30, "engagement.reconcile_dirty"),
+    # Nightly at 03:17 UTC, off the hour when other nightly jobs start. The sweep's own
+    # singleton claim (counter_runs + advisory lock) covers a second beat or a manual run.
+    "engagement-sweep-all": {"task": "engagement.sweep_all", "schedule": crontab(hour=3, minute=17),
+                             "options": {"expires": 3600}},
 }

@@ -47,6 +47,12 @@ def _cmd_flower(args) -> int:
     return run_flower(address=args.address, port=args.port)
 
 
+def _cmd_reconcile(args) -> int:
+    from tasks.engagement.cli import main as reconcile_main
+
+    return reconcile_main(full=args.full, dry_run=args.dry_run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m workers", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -67,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     services = sub.add_parser("services", help="the embedded PostgreSQL and Redis")
     services.add_argument("action", choices=["start", "stop"])
     services.set_defaults(func=_cmd_services)
+
+    reconcile = sub.add_parser("reconcile", help="repair engagement counters: the dirty queue, or --full sweep")
+    reconcile.add_argument("--full", action="store_true", help="sweep every counter of every row (progress bar)")
+    reconcile.add_argument("--dry-run", action="store_true", help="report drift without writing anything")
+    reconcile.set_defaults(func=_cmd_reconcile)
 
     flower = sub.add_parser("flower", help="Flower with basic auth, persistent state and the project config")
     flower.add_argument("--address", default="127.0.0.1")

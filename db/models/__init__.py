@@ -1,5 +1,6 @@
 """All models, imported here so Base.metadata is complete for Alembic and tests."""
 from db.base import Base
+from db.models.engagement import CounterDirty, CounterDrift, CounterRun, CounterRunChunk
 from db.models.feed import FeedItem
 from db.models.media import MediaFile, ProcessingStatus
 from db.models.notifications import Notification, NotificationRateLimit
@@ -9,6 +10,10 @@ from db.models.social import Comment, EmojiReaction, Follow, Like, Post, Share, 
 __all__ = [
     "Base",
     "Comment",
+    "CounterDirty",
+    "CounterDrift",
+    "CounterRun",
+    "CounterRunChunk",
     "EmojiReaction",
     "FeedItem",
     "Follow",

@@ -25,6 +25,20 @@ FOLLOW_STATUSES = ("active", "pending", "blocked")
 SHARE_PLATFORMS = ("internal", "copy_link", "twitter", "facebook", "whatsapp", "email", "other")
 
 
+def _nonnegative(*columns: str) -> tuple[CheckConstraint, ...]:
+    """A denormalized counter can never be below zero, whatever a bug or an import writes."""
+    return tuple(CheckConstraint(f"{column} >= 0", name=f"{column}_nonnegative") for column in columns)
+
+
+def _counters_covering_index(table: str, *columns: str) -> Index:
+    """(id) INCLUDE (counters): the full sweep reads a key range of stored counters as an
+    index-only scan in key order and merge-joins it with the sources' post_id indexes,
+    instead of fetching scattered heap pages (uuid keys are not in insertion order).
+    Counter updates of posts were already non-HOT (idx_posts_engagement), so the write
+    cost is one more index entry per counter change."""
+    return Index(f"idx_{table}_counters", "id", postgresql_include=list(columns))
+
+
 class User(Base):
     __tablename__ = "users"
 
@@ -42,6 +56,10 @@ class User(Base):
     location: Mapped[Any | None] = mapped_column(JSONB)
     profile_photo_filename: Mapped[str | None] = mapped_column(String(255))
     profile_preferences: Mapped[Any | None] = mapped_column(JSONB)
+    # Denormalized counters (seed 003), kept exact by the engagement family.
+    followers_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0", default=0)
+    following_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0", default=0)
+    posts_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0", default=0)
 
     posts: Mapped[list[Post]] = relationship(back_populates="author", passive_deletes=True)
 
@@ -57,6 +75,8 @@ class User(Base):
         CheckConstraint(
             "websites IS NULL OR (jsonb_typeof(websites) = 'array' "
             "AND jsonb_array_length(websites) <= 5)", name="websites_max_5"),
+        *_nonnegative("followers_count", "following_count", "posts_count"),
+        _counters_covering_index("users", "followers_count", "following_count", "posts_count"),
     )
 
 
@@ -79,6 +99,7 @@ class Post(Base):
     shares_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0", default=0)
     # Trending score kept by feed.update_trending (tasks/feed/algorithm.py): 0 outside the trending window.
     engagement_score: Mapped[float] = mapped_column(Double, nullable=False, server_default="0", default=0.0)
+    comments_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0", default=0)
 
     author: Mapped[User] = relationship(back_populates="posts")
 
@@ -90,6 +111,8 @@ class Post(Base):
         # top-N and the sweep that zeroes posts leaving the window read a small index.
         Index("idx_posts_engagement_score", text("engagement_score DESC"),
               postgresql_where=text("engagement_score > 0")),
+        *_nonnegative("hearts_count", "reactions_count", "shares_count", "comments_count"),
+        _counters_covering_index("posts", "hearts_count", "reactions_count", "shares_count", "comments_count"),
     )
 
 
@@ -150,6 +173,9 @@ class Comment(Base):
     content: Mapped[str] = mapped_column(Text, nullable=False)
     created_at: Mapped[datetime] = created_at_column()
     updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), onupdate=text("now()"))
+    replies_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0", default=0)
+
+    __table_args__ = (*_nonnegative("replies_count"), _counters_covering_index("comments", "replies_count"))
 
 
 class Follow(Base):

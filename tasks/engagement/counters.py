@@ -1,0 +1,262 @@
+"""The one table of denormalized counters, and the SQL generated from it.
+
+Adding a counter means adding one ``CounterSpec`` row to ``COUNTERS`` (plus the
+column and its CHECK in a migration, and a migration that re-installs the
+dirty triggers with ``trigger_ddl()``). Every recount, drift check and trigger
+below is generated from this table; no counter is named anywhere else.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ParentSpec:
+    """A table that carries counters, with the type of its primary key."""
+
+    table: str
+    key_type: str  # SQL type of ``id``: the dirty table stores ids as text
+
+
+@dataclass(frozen=True)
+class CounterSpec:
+    parent_table: str          # table that holds the counter
+    column: str                # the counter column
+    source_table: str          # rows being counted
+    source_fk: str             # column of the source that points at the parent's id
+    filter_sql: str | None = None        # extra condition on source rows (in the source's terms)
+    filter_columns: tuple[str, ...] = ()  # columns the filter reads: an UPDATE of them marks dirty
+
+
+PARENTS: dict[str, ParentSpec] = {
+    "posts": ParentSpec("posts", "uuid"),
+    "users": ParentSpec("users", "integer"),
+    "comments": ParentSpec("comments", "uuid"),
+}
+
+COUNTERS: tuple[CounterSpec, ...] = (
+    CounterSpec("posts", "hearts_count", "likes", "post_id"),
+    CounterSpec("posts", "reactions_count", "emoji_reactions", "post_id"),
+    CounterSpec("posts", "shares_count", "shares", "post_id"),
+    CounterSpec("posts", "comments_count", "comments", "post_id"),
+    CounterSpec("comments", "replies_count", "comments", "parent_id"),
+    CounterSpec("users", "followers_count", "follows", "followed_id", "status = 'active'", ("status",)),
+    CounterSpec("users", "following_count", "follows", "follower_id", "status = 'active'", ("status",)),
+    CounterSpec("users", "posts_count", "posts", "author_id"),
+)
+
+
+def counters_of(parent_table: str, counters: tuple[CounterSpec, ...] = COUNTERS) -> tuple[CounterSpec, ...]:
+    return tuple(c for c in counters if c.parent_table == parent_table)
+
+
+def parent_tables(counters: tuple[CounterSpec, ...] = COUNTERS) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(c.parent_table for c in counters))
+
+
+def source_tables(counters: tuple[CounterSpec, ...] = COUNTERS) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(c.source_table for c in counters))
+
+
+# --- recount SQL -----------------------------------------------------------------
+
+def _aggregate(counter: CounterSpec, index: int, key_filter: str) -> str:
+    """``count(*)`` of one counter's source rows, grouped by parent id, bounded by ``key_filter``
+    (a condition on the placeholder ``{fk}``) so the scan is a range or an id list, never the table."""
+    conditions = [f"{counter.source_fk} IS NOT NULL", key_filter.format(fk=counter.source_fk)]
+    if counter.filter_sql:
+        conditions.append(f"({counter.filter_sql})")
+    return (f"LEFT JOIN (SELECT {counter.source_fk} AS parent_id, count(*) AS n FROM {counter.source_table} "
+            f"WHERE {' AND '.join(conditions)} GROUP BY {counter.source_fk}) s{index} "
+            f"ON s{index}.parent_id = p.id")
+
+
+def truth_select(parent_table: str, parent_filter: str, key_filter: str,
+                 counters: tuple[CounterSpec, ...] = COUNTERS, only_drifted: bool = True) -> str:
+    """SELECT id, then stored and true value of every counter of ``parent_table``.
+
+    Columns: ``id, <col>__stored, <col>__true`` per counter. ``parent_filter`` bounds
+    the parent rows (``p.id = ANY(:ids)`` or a key range); ``key_filter`` bounds each
+    source scan the same way, written against ``{fk}``.
+    """
+    specs = counters_of(parent_table, counters)
+    columns = ["p.id AS id"]
+    for i, c in enumerate(specs):
+        columns.append(f"p.{c.column} AS {c.column}__stored")
+        columns.append(f"coalesce(s{i}.n, 0)::integer AS {c.column}__true")
+    joins = " ".join(_aggregate(c, i, key_filter) for i, c in enumerate(specs))
+    where = parent_filter
+    if only_drifted:
+        stored = ", ".join(f"p.{c.column}" for c in specs)
+        truth = ", ".join(f"coalesce(s{i}.n, 0)" for i, c in enumerate(specs))
+        where += f" AND ROW({stored}) IS DISTINCT FROM ROW({truth})"
+    return f"SELECT {', '.join(columns)} FROM {parent_table} p {joins} WHERE {where}"
+
+
+def ids_param(parent_table: str) -> str:
+    """The ``:ids`` bind cast to the parent's key type (psycopg sends a str list as text[])."""
+    return f"CAST(:ids AS {PARENTS[parent_table].key_type}[])"
+
+
+def repair_sql(parent_table: str, counters: tuple[CounterSpec, ...] = COUNTERS) -> str:
+    """One statement: recount the locked ids (``:ids``), write only counters that differ,
+    and append one ``counter_drift`` row per fixed counter. Returns one row per fix.
+
+    The caller holds the row locks on ``:ids`` (taken in an earlier statement), so the
+    stored values read here are the ones being overwritten and a concurrent writer's
+    committed rows are all visible to this fresh statement.
+    """
+    specs = counters_of(parent_table, counters)
+    ids = ids_param(parent_table)
+    truth = truth_select(parent_table, f"p.id = ANY({ids})", "{fk} = ANY(" + ids + ")", counters)
+    assignments = ", ".join(f"{c.column} = d.{c.column}__true" for c in specs)
+    returning = ", ".join(f"d.{c.column}__stored, d.{c.column}__true" for c in specs)
+    values = ", ".join(f"('{c.column}', fixed.{c.column}__stored, fixed.{c.column}__true)" for c in specs)
+    return f"""
+WITH d AS ({truth}),
+fixed AS (
+    UPDATE {parent_table} t SET {assignments} FROM d WHERE t.id = d.id
+    RETURNING d.id, {returning}
+)
+INSERT INTO counter_drift (run_id, table_name, column_name, entity_id, stored_value, true_value)
+SELECT :run_id, '{parent_table}', v.column_name, fixed.id::text, v.stored, v.truth
+FROM fixed CROSS JOIN LATERAL (VALUES {values}) v(column_name, stored, truth)
+WHERE v.stored IS DISTINCT FROM v.truth
+RETURNING column_name, entity_id, stored_value, true_value
+"""
+
+
+def drift_sql(parent_table: str, counters: tuple[CounterSpec, ...] = COUNTERS) -> str:
+    """Read-only: the drifted rows among ``:ids`` with stored and true values (dry runs)."""
+    ids = ids_param(parent_table)
+    return truth_select(parent_table, f"p.id = ANY({ids})", "{fk} = ANY(" + ids + ")", counters)
+
+
+def range_condition(parent_table: str, column: str, bounded_below: bool, bounded_above: bool) -> str:
+    """``after < column <= upto`` (either side optional): a keyset chunk of a sweep."""
+    key_type = PARENTS[parent_table].key_type
+    parts = []
+    if bounded_below:
+        parts.append(f"{column} > CAST(:after AS {key_type})")
+    if bounded_above:
+        parts.append(f"{column} <= CAST(:upto AS {key_type})")
+    return " AND ".join(parts) or "TRUE"
+
+
+def range_drift_sql(parent_table: str, bounded_below: bool, bounded_above: bool,
+                    counters: tuple[CounterSpec, ...] = COUNTERS) -> str:
+    """Read-only: drifted rows of one keyset chunk, each source scanned by the same key
+    range (an index range scan), so a sweep chunk costs O(chunk), not O(table)."""
+    return truth_select(parent_table, range_condition(parent_table, "p.id", bounded_below, bounded_above),
+                        range_condition(parent_table, "{fk}", bounded_below, bounded_above), counters)
+
+
+def range_count_sql(parent_table: str, bounded_below: bool, bounded_above: bool) -> str:
+    return (f"SELECT count(*) FROM {parent_table} p "
+            f"WHERE {range_condition(parent_table, 'p.id', bounded_below, bounded_above)}")
+
+
+def chunk_end_sql(parent_table: str, bounded_below: bool) -> str:
+    """The id ``:size`` rows after ``:after`` in key order (an index-only keyset step),
+    or no row when fewer remain: then the chunk is the table's last."""
+    # Qualified p.id: a bare "ORDER BY id" would sort by the text output column and lose the index.
+    where = f"WHERE p.id > CAST(:after AS {PARENTS[parent_table].key_type})" if bounded_below else ""
+    return f"SELECT p.id::text AS chunk_end FROM {parent_table} p {where} ORDER BY p.id OFFSET :size - 1 LIMIT 1"
+
+
+def lock_sql(parent_table: str) -> str:
+    """Lock a batch's parent rows in key order, skipping rows a writer holds.
+
+    FOR NO KEY UPDATE, not FOR UPDATE: it is the lock our UPDATE of a non-key column
+    takes anyway, and unlike FOR UPDATE it does not conflict with the FOR KEY SHARE
+    lock every INSERT INTO likes/follows/... takes on its parent through the foreign
+    key, so a reconcile never blocks the web tier's inserts.
+    """
+    return (f"SELECT p.id::text AS locked_id FROM {parent_table} p WHERE p.id = ANY({ids_param(parent_table)}) "
+            f"ORDER BY p.id FOR NO KEY UPDATE SKIP LOCKED")
+
+
+def exists_sql(parent_table: str) -> str:
+    """Which of ``:ids`` still exist (a plain read: it sees rows other transactions hold)."""
+    return (f"SELECT p.id::text AS existing_id FROM {parent_table} p "
+            f"WHERE p.id = ANY({ids_param(parent_table)}) ORDER BY p.id")
+
+
+def aggregate_floor_sql(counter: CounterSpec) -> str:
+    """The bare aggregate over one counter's whole source: the benchmark's floor."""
+    where = f" WHERE {counter.filter_sql}" if counter.filter_sql else ""
+    return (f"SELECT {counter.source_fk}, count(*) FROM {counter.source_table}{where} "
+            f"GROUP BY {counter.source_fk}")
+
+
+# --- dirty-marking triggers ------------------------------------------------------
+
+def _trigger_name(source_table: str, event: str) -> str:
+    return f"counter_dirty_{source_table}_{event.lower()}"
+
+
+def _function_name(source_table: str, event: str) -> str:
+    return f"counter_dirty_mark_{source_table}_{event.lower()}"
+
+
+def _mark_selects(specs: tuple[CounterSpec, ...], alias: str, from_clause: str, condition: str = "") -> list[str]:
+    """One SELECT of (parent table, parent id) per distinct (parent table, fk) of a source."""
+    selects = []
+    for parent, fk in dict.fromkeys((c.parent_table, c.source_fk) for c in specs):
+        where = f"{alias}.{fk} IS NOT NULL" + (f" AND {condition}" if condition else "")
+        selects.append(f"SELECT DISTINCT '{parent}'::text, {alias}.{fk}::text FROM {from_clause} WHERE {where}")
+    return selects
+
+
+def trigger_ddl(counters: tuple[CounterSpec, ...] = COUNTERS) -> list[str]:
+    """CREATE FUNCTION / CREATE TRIGGER statements for every source table.
+
+    Statement-level AFTER triggers with transition tables: one INSERT INTO counter_dirty
+    per statement, whatever its row count, so a bulk write costs one set-based insert.
+    PostgreSQL allows transition tables only on single-event triggers without column
+    lists, hence three triggers per table; the UPDATE one marks only rows whose foreign
+    key or filter columns changed (an emoji change or an edit marks nothing), both the
+    old and the new parent.
+    """
+    statements = []
+    for source in source_tables(counters):
+        specs = tuple(c for c in counters if c.source_table == source)
+        watched = list(dict.fromkeys([c.source_fk for c in specs] + [col for c in specs for col in c.filter_columns]))
+        changed = (f"ROW({', '.join('o.' + col for col in watched)}) IS DISTINCT FROM "
+                   f"ROW({', '.join('n.' + col for col in watched)})")
+        bodies = {
+            "INSERT": _mark_selects(specs, "n", "new_rows n"),
+            "DELETE": _mark_selects(specs, "o", "old_rows o"),
+            "UPDATE": _mark_selects(specs, "o", "old_rows o JOIN new_rows n ON n.id = o.id", changed)
+            + _mark_selects(specs, "n", "new_rows n JOIN old_rows o ON o.id = n.id", changed),
+        }
+        referencing = {"INSERT": "NEW TABLE AS new_rows", "DELETE": "OLD TABLE AS old_rows",
+                       "UPDATE": "OLD TABLE AS old_rows NEW TABLE AS new_rows"}
+        for event, selects in bodies.items():
+            function = _function_name(source, event)
+            body = "\n    UNION\n    ".join(selects)
+            statements.append(
+                f"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+                f"BEGIN\n"
+                f"    INSERT INTO counter_dirty (parent_table, parent_id)\n    {body};\n"
+                f"    RETURN NULL;\n"
+                f"END\n$$")
+            statements.append(f"DROP TRIGGER IF EXISTS {_trigger_name(source, event)} ON {source}")
+            statements.append(
+                f"CREATE TRIGGER {_trigger_name(source, event)} AFTER {event} ON {source} "
+                f"REFERENCING {referencing[event]} FOR EACH STATEMENT EXECUTE FUNCTION {function}()")
+    return statements
+
+
+def drop_trigger_ddl(counters: tuple[CounterSpec, ...] = COUNTERS) -> list[str]:
+    statements = []
+    for source in source_tables(counters):
+        for event in ("INSERT", "DELETE", "UPDATE"):
+            statements.append(f"DROP TRIGGER IF EXISTS {_trigger_name(source, event)} ON {source}")
+            statements.append(f"DROP FUNCTION IF EXISTS {_function_name(source, event)}()")
+    return statements
+
+
+def trigger_names(counters: tuple[CounterSpec, ...] = COUNTERS) -> list[tuple[str, str]]:
+    """(source table, trigger name) of every installed dirty trigger."""
+    return [(s, _trigger_name(s, e)) for s in source_tables(counters) for e in ("INSERT", "DELETE", "UPDATE")]
