@@ -91,3 +91,7 @@ worker_redirect_stdouts = False
 
 # --- Beat
 beat_max_loop_interval = 5
+
+# --- Bad messages: the consumer dead-letters unknown, undecodable and oversized
+# messages (workers/consumer.py) instead of only logging them.
+worker_consumer = "workers.consumer:GuardedConsumer"

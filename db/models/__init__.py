@@ -2,6 +2,6 @@
 from db.base import Base
 from db.models.social import Comment, EmojiReaction, Follow, Like, Post, Share, User
 from db.models.notifications import Notification
-from db.models.operations import JobHeartbeat
+from db.models.operations import DeadLetter, JobHeartbeat
 
-__all__ = ["Base", "Comment", "EmojiReaction", "Follow", "JobHeartbeat", "Like", "Notification", "Post", "Share", "User"]
+__all__ = ["Base", "Comment", "DeadLetter", "EmojiReaction", "Follow", "JobHeartbeat", "Like", "Notification", "Post", "Share", "User"]

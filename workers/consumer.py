@@ -1,0 +1,119 @@
+"""The worker's message consumer, guarded against bad messages.
+
+Celery already refuses most garbage without dying: an unknown task name, a
+body that is not JSON, a disallowed content type (pickle) or a message without
+task headers is logged and dropped. This subclass adds the two things an
+operator needs on top: every such message becomes a dead letter (so it is
+accounted for and inspectable with ``python -m workers dead``), and a message
+body over ``MAX_MESSAGE_BYTES`` is refused before it is decoded or handed to a
+pool process. Wrong argument types and missing arguments are caught later, at
+the task boundary, by ``@job``'s validator (``InvalidArguments``).
+
+Selected with ``worker_consumer`` in celeryconfig.py.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+from celery.worker.consumer import Consumer
+
+from workers.deadletters import Failure, record_now
+
+log = logging.getLogger("workers.consumer")
+
+# Ids and short strings only travel in messages; 256 KB is far above any real
+# task (a 10,000-id list is ~400 KB only with uuids, and those are chunked),
+# and far below what would hurt Redis or a pool process.
+MAX_MESSAGE_BYTES = int(os.environ.get("TASK_MAX_MESSAGE_BYTES", str(256 * 1024)))
+
+
+def _headers(message) -> dict:
+    headers = getattr(message, "headers", None)
+    return headers if isinstance(headers, dict) else {}
+
+
+def _preview(message) -> str:
+    body = getattr(message, "body", b"")
+    if isinstance(body, bytes):
+        return body[:500].decode("utf-8", errors="backslashreplace")
+    return repr(body)[:500]
+
+
+def _body_size(message) -> int:
+    body = getattr(message, "body", b"") or b""
+    return len(body) if isinstance(body, (bytes, str)) else 0
+
+
+def _decoded_arguments(message) -> tuple[list | None, dict | None]:
+    """(args, kwargs) of a protocol-2 JSON body, or (None, None) if it cannot be read."""
+    if getattr(message, "content_type", None) != "application/json":
+        return None, None
+    try:
+        body = json.loads(message.body)
+        args, kwargs = body[0], body[1]
+        if isinstance(args, list) and isinstance(kwargs, dict):
+            return args, kwargs
+    except Exception:  # noqa: BLE001 - garbage is the case being handled
+        pass
+    return None, None
+
+
+def _queue(message) -> str | None:
+    info = getattr(message, "delivery_info", None) or {}
+    return info.get("routing_key") or info.get("exchange") or None
+
+
+def bad_message_failure(message, error_code: str, exc_type: str, text: str) -> Failure:
+    headers = _headers(message)
+    args, kwargs = _decoded_arguments(message) if error_code == "unknown_task" else (None, None)
+    task_name = headers.get("task") if isinstance(headers.get("task"), str) else None
+    task_id = headers.get("id") if isinstance(headers.get("id"), str) else None
+    return Failure(
+        task_id=task_id, task_name=task_name or "<no task header>",
+        exception_type=exc_type, exception_message=text, error_code=error_code,
+        args=args, kwargs=kwargs, queue=_queue(message),
+        raw_preview=None if args is not None else _preview(message),
+    )
+
+
+class GuardedConsumer(Consumer):
+    def create_task_handler(self, *args, **kwargs):
+        on_task_received = super().create_task_handler(*args, **kwargs)
+
+        def guarded(message):
+            size = _body_size(message)
+            if size > MAX_MESSAGE_BYTES:
+                return self.on_oversized_message(message, size)
+            return on_task_received(message)
+
+        return guarded
+
+    def on_oversized_message(self, message, size: int) -> None:
+        headers = _headers(message)
+        log.error("rejected oversized message: %d bytes > limit %d", size, MAX_MESSAGE_BYTES,
+                  extra={"bad_message": "oversized", "task_name": str(headers.get("task"))[:200],
+                         "task_id": str(headers.get("id"))[:200]})
+        record_now(bad_message_failure(message, "message_too_large", "MessageTooLarge",
+                                       f"message body is {size} bytes; the limit is {MAX_MESSAGE_BYTES}"))
+        message.ack()
+
+    def on_unknown_task(self, body, message, exc):
+        super().on_unknown_task(body, message, exc)
+        record_now(bad_message_failure(message, "unknown_task", "NotRegistered",
+                                       f"no task named {_headers(message).get('task')!r} is registered"))
+
+    def on_invalid_task(self, body, message, exc):
+        super().on_invalid_task(body, message, exc)
+        code = "content_disallowed" if type(exc).__name__ == "ContentDisallowed" else "invalid_message"
+        record_now(bad_message_failure(message, code, type(exc).__name__, str(exc)))
+
+    def on_unknown_message(self, body, message):
+        super().on_unknown_message(body, message)
+        record_now(bad_message_failure(message, "unknown_message", "UnknownMessage",
+                                       "message has no task headers or payload"))
+
+    def on_decode_error(self, message, exc):
+        super().on_decode_error(message, exc)
+        record_now(bad_message_failure(message, "undecodable", type(exc).__name__, str(exc)))
