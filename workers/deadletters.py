@@ -50,23 +50,29 @@ def _json_safe(value: Any) -> Any:
     if value is None:
         return None
     try:
-        return json.loads(json.dumps(value, default=repr))
+        # JSONB refuses \u0000 as well; keep it visible as text instead.
+        return json.loads(json.dumps(value, default=repr).replace("\\u0000", "\\\\u0000"))
     except (TypeError, ValueError):
         return repr(value)[:MAX_PREVIEW_CHARS]
+
+
+def _text(value: str | None, limit: int) -> str | None:
+    # PostgreSQL text cannot hold NUL; a hostile body may be full of them.
+    return value[:limit].replace("\x00", "\\x00") if value is not None else None
 
 
 def record(session: Session, failure: Failure, at: datetime | None = None) -> None:
     """Upsert the task's dead letter; the caller commits."""
     at = at or datetime.now(timezone.utc)
     values = dict(
-        task_id=failure.task_id or f"no-id-{uuid.uuid4()}",
-        task_name=(failure.task_name or "<unknown>")[:200],
+        task_id=_text(failure.task_id, 200) or f"no-id-{uuid.uuid4()}",
+        task_name=_text(failure.task_name or "<unknown>", 200),
         queue=failure.queue,
         args=_json_safe(failure.args),
         kwargs=_json_safe(failure.kwargs),
-        raw_preview=failure.raw_preview[:MAX_PREVIEW_CHARS] if failure.raw_preview else None,
-        exception_type=failure.exception_type[:200],
-        exception_message=(failure.exception_message or "")[:MAX_MESSAGE_CHARS],
+        raw_preview=_text(failure.raw_preview, MAX_PREVIEW_CHARS),
+        exception_type=_text(failure.exception_type, 200),
+        exception_message=_text(failure.exception_message or "", MAX_MESSAGE_CHARS),
         error_code=failure.error_code[:100],
         attempts=max(1, failure.attempts),
         status="dead",
