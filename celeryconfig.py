@@ -95,3 +95,7 @@ beat_max_loop_interval = 5
 # --- Bad messages: the consumer dead-letters unknown, undecodable and oversized
 # messages (workers/consumer.py) instead of only logging them.
 worker_consumer = "workers.consumer:GuardedConsumer"
+
+# --- Singleton beat: only the beat holding a PostgreSQL advisory lock dispatches
+# (workers/beat.py), so two beats started by mistake still fire each entry once.
+beat_scheduler = "workers.beat:SingletonScheduler"
