@@ -99,3 +99,8 @@ worker_consumer = "workers.consumer:GuardedConsumer"
 # --- Singleton beat: only the beat holding a PostgreSQL advisory lock dispatches
 # (workers/beat.py), so two beats started by mistake still fire each entry once.
 beat_scheduler = "workers.beat:SingletonScheduler"
+
+# --- kombu's Redis transport, keeping a message popped just as Redis goes away
+# (workers/redis_transport.py) so a broker restart cannot lose it.
+if str(broker_url).startswith(("redis://", "rediss://")):
+    broker_transport = "workers.redis_transport:Transport"

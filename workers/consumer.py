@@ -78,7 +78,59 @@ def bad_message_failure(message, error_code: str, exc_type: str, text: str) -> F
     )
 
 
+def _unacked_tags(connection) -> set[str]:
+    transport_connection = getattr(connection, "connection", None)
+    tags: set[str] = set()
+    for channel in list(getattr(transport_connection, "channels", None) or []):
+        qos = getattr(channel, "_qos", None)
+        delivered = getattr(qos, "_delivered", None)
+        if delivered:
+            tags.update(delivered.keys())
+    return tags
+
+
 class GuardedConsumer(Consumer):
+    _orphaned_tags: set[str]
+
+    # --- Surviving a broker restart ----------------------------------------
+    def on_connection_error_after_connected(self, exc):
+        if self.connection is not None:
+            # Closing the lost connection cannot restore its unacked messages (Redis is
+            # gone); remember their tags and restore them once reconnected.
+            self._orphaned_tags = getattr(self, "_orphaned_tags", set()) | _unacked_tags(self.connection)
+        super().on_connection_error_after_connected(exc)
+
+    def connect(self):
+        connection = super().connect()
+        orphans = getattr(self, "_orphaned_tags", set())
+        if orphans:
+            self._restore_orphans(connection, orphans)
+        from workers.redis_transport import LIMBO, restore_limbo
+
+        if LIMBO and hasattr(connection.default_channel, "_do_restore_message"):
+            log.warning("reconnected to the broker; requeued %d message(s) received as the connection broke",
+                        restore_limbo(connection.default_channel))
+        return connection
+
+    def _restore_orphans(self, connection, tags: set[str]) -> None:
+        """Put the lost connection's unacked messages back at the head of their queues now,
+        rather than after the visibility timeout (an hour). Tags already restored or acked
+        are no longer in Redis's unacked hash and are skipped by kombu."""
+        qos = getattr(connection.default_channel, "qos", None)
+        if qos is None or not hasattr(qos, "restore_by_tag"):
+            return
+        restored = 0
+        for tag in list(tags):
+            try:
+                qos.restore_by_tag(tag, leftmost=False)  # the right end is consumed next
+                restored += 1
+                tags.discard(tag)
+            except Exception as exc:  # noqa: BLE001 - they still come back after the visibility timeout
+                log.warning("could not restore unacked message %s after reconnecting: %s", tag, exc)
+        log.warning("reconnected to the broker; restored %d message tag(s) unacked at the connection loss "
+                    "(tags already acked or restored are skipped)", restored)
+
+    # --- Bad messages ---------------------------------------------------------
     def create_task_handler(self, *args, **kwargs):
         on_task_received = super().create_task_handler(*args, **kwargs)
 

@@ -132,8 +132,8 @@ def retry(session: Session, letter_id: int, app=None) -> DeadLetter:
     """Re-send the task by name with its stored arguments and the same task id.
 
     Keeping the id means a new failure updates this row rather than adding one;
-    the id's delivery counters are cleared so a former poison pill gets a fresh
-    count. The caller commits.
+    the id's delivery counters and stored result are cleared so a former poison
+    pill gets a fresh count and waiters see the new outcome. The caller commits.
     """
     from workers import deliveries
 
@@ -150,6 +150,9 @@ def retry(session: Session, letter_id: int, app=None) -> DeadLetter:
     if letter.task_name not in app.tasks:
         raise NotRetryable(f"task {letter.task_name!r} is not registered")
     deliveries.forget(letter.task_id)
+    # The old FAILURE result would otherwise answer anyone waiting on this id
+    # before the new attempt has run.
+    app.AsyncResult(letter.task_id).forget()
     app.send_task(letter.task_name, args=letter.args or [], kwargs=letter.kwargs or {}, task_id=letter.task_id)
     letter.status = "retried"
     letter.retried_count += 1
