@@ -82,12 +82,11 @@ def test_redis_restart_under_load_loses_nothing(clean_db, tmp_path):
 
 def test_postgres_restart_under_load_retries_and_loses_nothing(tmp_path, celery_app):
     """A private PostgreSQL (pgserver in a temp dir), restarted while canaries write to it."""
-    import subprocess
-    from pathlib import Path
-
     import pgserver
     import redis
+    from pgserver.postgres_server import pg_ctl
     from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
 
     from db.migrate import upgrade
     from tests.conftest import stop_process, wait_for_workers
@@ -97,7 +96,6 @@ def test_postgres_restart_under_load_retries_and_loses_nothing(tmp_path, celery_
     url = pg.get_uri("postgres").replace("postgresql://", "postgresql+psycopg://", 1)
     upgrade(url)
     engine = create_engine(url)
-    pg_ctl = Path(pgserver.__file__).parent / "pginstall" / "bin" / "pg_ctl"
     broker, backend = redis_url_for(12), redis_url_for(13)
     for u in (broker, backend):
         redis.Redis.from_url(u).flushdb()
@@ -112,11 +110,11 @@ def test_postgres_restart_under_load_retries_and_loses_nothing(tmp_path, celery_
         wait_until(lambda: canary_rows(engine, prefix) >= 50, timeout=120, what="load under way")
         before = canary_rows(engine, prefix)
         engine.dispose()
-        subprocess.run([str(pg_ctl), "-D", str(tmp_path / "pg"), "stop", "-m", "fast", "-w"], check=True,
-                       capture_output=True)
-        time.sleep(3)
-        subprocess.run([str(pg_ctl), "-D", str(tmp_path / "pg"), "start", "-w", "-l", str(tmp_path / "pg.log"),
-                        "-o", f"-k {tmp_path / 'pg'} -c listen_addresses=''"], check=True, capture_output=True)
+        socket_dir = make_url(url).query["host"]
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=tmp_path / "pg", user=pg.system_user, timeout=60)
+        time.sleep(3)  # an outage, not just a blip
+        pg_ctl(["-w", "-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(pg.log), "start"],
+               pgdata=tmp_path / "pg", user=pg.system_user, timeout=60)
         restarted_at = time.monotonic()
         wait_until(lambda: canary_rows(engine, prefix) > before + 5, timeout=90, interval=0.2,
                    what="workers resume after the PostgreSQL restart")
