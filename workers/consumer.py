@@ -89,6 +89,28 @@ def _unacked_tags(connection) -> set[str]:
     return tags
 
 
+def _protocol2_shape_error(message) -> Exception | None:
+    """A task message (protocol 2) must carry ``[args, kwargs, embed]``.
+
+    Celery unpacks the body without checking it: a JSON string of three
+    characters unpacks into args/kwargs strings, the pool callback fails, and the
+    message is never acked (redelivered every visibility timeout, forever).
+    ``message.payload`` caches the decoded body, so Celery does not decode twice.
+    """
+    headers = _headers(message)
+    if "task" not in headers or getattr(message, "content_type", None) != "application/json":
+        return None
+    try:
+        payload = message.payload
+    except Exception:  # noqa: BLE001 - undecodable bodies take Celery's own path
+        return None
+    if (isinstance(payload, list) and len(payload) == 3 and isinstance(payload[0], list)
+            and isinstance(payload[1], dict) and isinstance(payload[2], (dict, type(None)))):
+        return None
+    return ValueError(f"a task message body must be [args, kwargs, embed], got {type(payload).__name__} "
+                      f"{json.dumps(payload, default=repr)[:80]}")
+
+
 class GuardedConsumer(Consumer):
     _orphaned_tags: set[str]
 
@@ -134,13 +156,40 @@ class GuardedConsumer(Consumer):
     def create_task_handler(self, *args, **kwargs):
         on_task_received = super().create_task_handler(*args, **kwargs)
 
+        recoverable = tuple(self.connection_errors) + tuple(self.channel_errors)
+
         def guarded(message):
             size = _body_size(message)
             if size > MAX_MESSAGE_BYTES:
                 return self.on_oversized_message(message, size)
-            return on_task_received(message)
+            shape_error = _protocol2_shape_error(message)
+            if shape_error is not None:
+                return self.on_malformed_message(message, shape_error)
+            try:
+                return on_task_received(message)
+            except KeyError as exc:
+                # kombu's Redis transport counts KeyError as a *connection* error, so a
+                # message without an `id` header made the worker drop its connection,
+                # get the message back on reconnect, and loop forever (fuzz test).
+                return self.on_malformed_message(message, exc)
+            except recoverable:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                # Celery handles the malformations it expects; anything else it lets
+                # escape, and the worker exits with "Unrecoverable error" (the fuzz
+                # test found e.g. a JSON body `[1]`, or a list as the task header).
+                return self.on_malformed_message(message, exc)
 
         return guarded
+
+    def on_malformed_message(self, message, exc: Exception) -> None:
+        log.error("rejected malformed message: %s: %s", type(exc).__name__, str(exc)[:300],
+                  extra={"bad_message": "malformed", "preview": _preview(message)[:200]}, exc_info=True)
+        record_now(bad_message_failure(message, "malformed_message", type(exc).__name__, str(exc)))
+        try:
+            message.reject_log_error(log, self.connection_errors)
+        except Exception as reject_error:  # noqa: BLE001 - e.g. already acknowledged
+            log.warning("could not reject the malformed message: %s", reject_error)
 
     def on_oversized_message(self, message, size: int) -> None:
         headers = _headers(message)

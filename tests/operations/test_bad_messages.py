@@ -98,3 +98,30 @@ def test_message_without_task_headers(celery_worker, clean_db, serves_noop):
 
         codes = connection.execute(text("SELECT error_code FROM dead_letters")).scalars().all()
     assert codes and set(codes) <= {"unknown_message", "undecodable", "invalid_message"}
+
+
+@pytest.mark.parametrize("body", [b'"abc"', b'[1]', b'{"a": 1}', b'[[], {}]', b'null'])
+def test_a_body_that_is_not_args_kwargs_embed(celery_worker, clean_db, serves_noop, body):
+    # Found by the fuzz test: Celery unpacks '"abc"' into args/kwargs strings and
+    # never acks the message; other shapes made the worker exit.
+    headers = task_headers("maintenance.echo")
+    publish_raw(celery_worker.app, body, headers)
+    letter = _letter(clean_db, headers["id"])
+    assert letter["error_code"] == "malformed_message"
+    assert serves_noop()
+
+
+def test_a_task_message_without_an_id_header(celery_worker, clean_db, serves_noop):
+    # Found by the fuzz test: kombu's Redis transport counts KeyError as a connection
+    # error, so this message made the worker reconnect and get it back, forever.
+    headers = task_headers("maintenance.echo")
+    headers.pop("id")
+    publish_raw(celery_worker.app, json_body(["x"]), headers)
+    assert serves_noop()
+    with clean_db.connect() as connection:
+        from sqlalchemy import text
+
+        codes = wait_until(lambda: connection.execute(text(
+            "SELECT error_code FROM dead_letters WHERE task_id LIKE 'no-id-%'")).scalars().all(), timeout=30,
+            what="anonymous dead letter")
+    assert codes == ["malformed_message"]
