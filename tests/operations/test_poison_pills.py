@@ -40,4 +40,7 @@ def test_a_task_that_kills_its_worker_is_dead_lettered_after_5_deliveries(clean_
     assert elapsed < 20 * 2, elapsed
     assert worker.poll() is None, "the worker itself must survive its pool processes being killed"
     assert isolated.app.send_task("maintenance.noop").get(timeout=30) is None
-    print(f"\npoison pill: {kills} SIGKILLs, dead-lettered after {elapsed:.1f} s")
+    from tests.operations.chaos import Figures
+
+    Figures("poison_pill", sent=1, completed=0, duplicated=kills, lost=0, recovery_s=elapsed,
+            extra={"sigkills": kills, "dead_lettered_at_delivery": letter["attempts"]}).report()

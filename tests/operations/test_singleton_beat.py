@@ -77,10 +77,16 @@ def test_two_beats_fire_each_entry_once_per_interval(clean_db, isolated, tmp_pat
             stop_process(proc)
 
     expected1 = window1 / INTERVAL
+    gaps = [(b - a).total_seconds() for a, b in zip(runs, runs[1:])]
+    from tests.operations.chaos import Figures
+
+    Figures("two_beats", sent=len(runs), completed=len(runs),
+            duplicated=sum(1 for gap in gaps if gap < INTERVAL * 0.5), recovery_s=takeover_s,
+            extra={"interval_s": INTERVAL, "phase1_runs": len(runs_phase1),
+                   "phase1_expected": round(expected1, 1), "min_gap_s": round(min(gaps), 2)}).report()
     print(f"\ntwo beats: phase 1 {len(runs_phase1)} runs in {window1:.1f}s (interval {INTERVAL}s, "
           f"~{expected1:.1f} expected); takeover after leader SIGKILL {takeover_s:.1f}s; total runs {len(runs)}")
     assert expected1 - 1 <= len(runs_phase1) <= expected1 + 1
-    gaps = [(b - a).total_seconds() for a, b in zip(runs, runs[1:])]
     # A duplicate dispatch would show as two runs a fraction of an interval apart.
     assert min(gaps) >= INTERVAL * 0.5, gaps
     assert takeover_s < 15
