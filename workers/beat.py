@@ -125,6 +125,9 @@ class SingletonScheduler(PersistentScheduler):
 
     def close(self):
         super().close()
+        if self._leading:
+            log.info("beat stopping; releasing the singleton lock")
+            self._leading = False
         self._drop_connection()
 
 
