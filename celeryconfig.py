@@ -101,6 +101,8 @@ worker_consumer = "workers.consumer:GuardedConsumer"
 beat_scheduler = "workers.beat:SingletonScheduler"
 
 # --- kombu's Redis transport, keeping a message popped just as Redis goes away
-# (workers/redis_transport.py) so a broker restart cannot lose it.
-if str(broker_url).startswith(("redis://", "rediss://")):
-    broker_transport = "workers.redis_transport:Transport"
+# (workers/redis_transport.py) so a broker restart cannot lose it. Installed as
+# the redis:// transport itself, so URLs (Flower, logs) stay redis://.
+from workers import redis_transport  # noqa: E402
+
+redis_transport.install()

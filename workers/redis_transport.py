@@ -12,7 +12,8 @@ queue as soon as it has reconnected.
 It also turns the AttributeError kombu raises when a released channel is used
 after a connection loss into the connection error it is (see Channel).
 
-Selected with ``broker_transport`` in celeryconfig.py for redis:// brokers.
+Installed by celeryconfig.py as kombu's ``redis``/``rediss`` transport (see
+``install``), so URLs stay ``redis://`` for Flower, logs and operators.
 """
 from __future__ import annotations
 
@@ -79,3 +80,13 @@ class Channel(kombu_redis.Channel):
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
+
+
+def install() -> None:
+    """Make ``redis://`` and ``rediss://`` URLs use this transport, in this process."""
+    from kombu import transport
+
+    path = f"{__name__}:Transport"
+    for scheme in ("redis", "rediss"):
+        transport.TRANSPORT_ALIASES[scheme] = path
+        transport._transport_cache.pop(scheme, None)
