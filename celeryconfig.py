@@ -91,3 +91,18 @@ worker_redirect_stdouts = False
 
 # --- Beat
 beat_max_loop_interval = 5
+
+# --- Bad messages: the consumer dead-letters unknown, undecodable and oversized
+# messages (workers/consumer.py) instead of only logging them.
+worker_consumer = "workers.consumer:GuardedConsumer"
+
+# --- Singleton beat: only the beat holding a PostgreSQL advisory lock dispatches
+# (workers/beat.py), so two beats started by mistake still fire each entry once.
+beat_scheduler = "workers.beat:SingletonScheduler"
+
+# --- kombu's Redis transport, keeping a message popped just as Redis goes away
+# (workers/redis_transport.py) so a broker restart cannot lose it. Installed as
+# the redis:// transport itself, so URLs (Flower, logs) stay redis://.
+from workers import redis_transport  # noqa: E402
+
+redis_transport.install()

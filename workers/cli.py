@@ -53,6 +53,55 @@ def _cmd_reconcile(args) -> int:
     return reconcile_main(full=args.full, dry_run=args.dry_run)
 
 
+def _cmd_dead(args) -> int:
+    import json
+
+    from db.session import session_scope
+    from workers import deadletters
+
+    with session_scope() as session:
+        if args.action == "list":
+            letters = deadletters.list_letters(session, limit=args.limit, status=args.status)
+            if args.json:
+                print(json.dumps([deadletters.describe(letter) for letter in letters], indent=2))
+                return 0
+            print(f"{'id':>6}  {'last seen (UTC)':<19}  {'status':<7}  {'tries':>5}  {'task':<34}  {'code':<20}  task id")
+            for letter in letters:
+                print(f"{letter.id:>6}  {letter.last_seen:%Y-%m-%d %H:%M:%S}  {letter.status:<7}  "
+                      f"{letter.attempts:>5}  {letter.task_name[:34]:<34}  {letter.error_code[:20]:<20}  {letter.task_id}")
+            print(f"{len(letters)} shown; by status: {deadletters.counts(session)}")
+            return 0
+        if args.action == "show":
+            letter = session.get(deadletters.DeadLetter, args.id)
+            if letter is None:
+                print(f"no dead letter {args.id}", file=sys.stderr)
+                return 1
+            described = deadletters.describe(letter)
+            if args.json:
+                print(json.dumps(described, indent=2))
+            else:
+                for key, value in described.items():
+                    print(f"{key:<18} {value}")
+            return 0
+        if args.action == "retry":
+            try:
+                letter = deadletters.retry(session, args.id)
+            except (LookupError, deadletters.NotRetryable) as exc:
+                print(str(exc), file=sys.stderr)
+                return 1
+            print(f"re-sent {letter.task_name}[{letter.task_id}] (retry #{letter.retried_count})")
+            return 0
+        removed = deadletters.purge(session, deadletters.parse_duration(args.older_than), status=args.status)
+        print(f"purged {removed} dead letter(s) last seen more than {args.older_than} ago")
+        return 0
+
+
+def _cmd_exporter(args) -> int:
+    from workers.exporter import run_exporter
+
+    return run_exporter(address=args.address, port=args.port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m workers", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -83,6 +132,27 @@ def build_parser() -> argparse.ArgumentParser:
     flower.add_argument("--address", default="127.0.0.1")
     flower.add_argument("--port", type=int, default=5555)
     flower.set_defaults(func=_cmd_flower)
+
+    dead = sub.add_parser("dead", help="dead letters: tasks that failed permanently, exhausted retries or were bad")
+    dead_sub = dead.add_subparsers(dest="action", required=True)
+    dead_list = dead_sub.add_parser("list", help="newest first")
+    dead_list.add_argument("--limit", type=int, default=50)
+    dead_list.add_argument("--status", choices=["dead", "retried"])
+    dead_list.add_argument("--json", action="store_true")
+    dead_show = dead_sub.add_parser("show", help="one letter with its arguments and exception")
+    dead_show.add_argument("id", type=int)
+    dead_show.add_argument("--json", action="store_true")
+    dead_retry = dead_sub.add_parser("retry", help="re-send by name with the stored arguments and the same task id")
+    dead_retry.add_argument("id", type=int)
+    dead_purge = dead_sub.add_parser("purge", help="delete letters last seen before a cutoff")
+    dead_purge.add_argument("--older-than", default="30d", help="e.g. 30d, 12h, 15m (default 30d)")
+    dead_purge.add_argument("--status", choices=["dead", "retried"])
+    dead.set_defaults(func=_cmd_dead)
+
+    exporter = sub.add_parser("exporter", help="Prometheus exporter: queues, beat dispatches, task durations, dead letters")
+    exporter.add_argument("--address", default="127.0.0.1")
+    exporter.add_argument("--port", type=int, default=9808)
+    exporter.set_defaults(func=_cmd_exporter)
     return parser
 
 

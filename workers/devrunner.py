@@ -2,7 +2,7 @@
 
 Starts the embedded PostgreSQL and Redis when DATABASE_URL / BROKER_URL are
 unset, migrates, then runs one worker per queue group, beat and Flower as
-child processes, loads the demo workload, and (with --once) stops them all.
+child processes with the metrics exporter, loads the demo workload, and (with --once) stops them all.
 """
 from __future__ import annotations
 
@@ -81,6 +81,8 @@ def run(once: bool = False, demo: bool = True) -> int:
     commands["beat"] = beat_argv()
     commands["flower"] = [sys.executable, "-m", "workers", "flower", "--address", "127.0.0.1", "--port",
                           os.environ.get("FLOWER_PORT", "5555")]
+    commands["exporter"] = [sys.executable, "-m", "workers", "exporter", "--address", "127.0.0.1", "--port",
+                            os.environ.get("EXPORTER_PORT", "9808")]
     children: dict[str, subprocess.Popen] = {}
 
     def stop_children() -> None:
@@ -104,6 +106,8 @@ def run(once: bool = False, demo: bool = True) -> int:
         print(f"  workers answering: {', '.join(workers)}")
         print(f"  Flower: http://127.0.0.1:{os.environ.get('FLOWER_PORT', '5555')}  "
               f"(basic auth {env['FLOWER_BASIC_AUTH']})")
+        print(f"  metrics: http://127.0.0.1:{os.environ.get('EXPORTER_PORT', '9808')}/metrics  "
+              f"(Flower's own: /metrics on the Flower port)")
         ok = True
         if demo:
             from workers.demo import run_demo

@@ -73,3 +73,6 @@ def _fresh_engine_after_fork(**_kwargs):
     from db.session import reset_engine
 
     reset_engine()
+
+import workers.reliability  # noqa: E402,F401  (dead letters and publish headers for every task)
+import workers.metrics  # noqa: E402,F401  (task duration histograms)

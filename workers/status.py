@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 HEALTHY, DEGRADED, DOWN = 0, 1, 2
 BEAT_STALE_AFTER_S = 120
@@ -27,7 +27,21 @@ def queue_depths(app) -> dict[str, int]:
     return depths
 
 
-def collect(timeout: float = 2.0) -> dict:
+def dead_letter_summary(session) -> dict:
+    from sqlalchemy import func, select
+
+    from db.models import DeadLetter
+
+    since = datetime.now(timezone.utc) - timedelta(hours=1)
+    total, dead, last_hour = session.execute(select(
+        func.count(),
+        func.count().filter(DeadLetter.status == "dead"),
+        func.count().filter(DeadLetter.last_seen >= since),
+    )).one()
+    return {"total": total, "dead": dead, "last_hour": last_hour}
+
+
+def collect(timeout: float = 2.0, canary_timeout: float = 10.0) -> dict:
     from sqlalchemy import text
 
     from db.session import get_engine
@@ -59,11 +73,25 @@ def collect(timeout: float = 2.0) -> dict:
     report["ping_ms"] = round((time.monotonic() - started) * 1000)
     if not report["workers"]:
         report["problems"].append("no worker answered the ping")
+    else:
+        # A ping proves a worker's control channel; the canary proves it consumes and finishes tasks.
+        started = time.monotonic()
+        try:
+            app.send_task("maintenance.noop").get(timeout=canary_timeout)
+            report["canary_ms"] = round((time.monotonic() - started) * 1000)
+        except Exception as exc:  # noqa: BLE001
+            report["canary_ms"] = None
+            report["problems"].append(f"canary task maintenance.noop did not complete in {canary_timeout:g} s "
+                                      f"({type(exc).__name__})")
 
     with new_session() as session:
         beats = heartbeats(session)
+        report["dead_letters"] = dead_letter_summary(session)
     now = datetime.now(timezone.utc)
-    report["beat"] = {name: round((now - at).total_seconds()) for name, at in beats.items()}
+    entries = set(app.conf.beat_schedule or {})
+    report["beat"] = {name: round((now - at).total_seconds()) for name, at in beats.items()
+                      if name == "maintenance.beat_heartbeat"
+                      or (name.startswith("beat:") and name[len("beat:"):] in entries)}
     last_beat = beats.get("maintenance.beat_heartbeat")
     if last_beat is None:
         report["problems"].append("beat has never run")
@@ -87,6 +115,12 @@ def main(as_json: bool = False) -> int:
             print(f"{name:<14} {depth}")
     if "workers" in report:
         print(f"\nworkers answering ping ({report['ping_ms']} ms): {', '.join(report['workers']) or 'none'}")
+    if report.get("canary_ms") is not None:
+        print(f"canary task round trip: {report['canary_ms']} ms")
+    if "dead_letters" in report:
+        letters = report["dead_letters"]
+        print(f"dead letters: {letters['dead']} dead, {letters['total']} total, {letters['last_hour']} in the last hour"
+              " (python -m workers dead list)")
     for name, age in report.get("beat", {}).items():
         print(f"last success {name}: {age} s ago")
     for problem in report["problems"]:

@@ -101,13 +101,27 @@ def argument_validator(fn: Callable) -> Callable[[tuple, dict], None]:
 
 
 class JobTask(Task):
-    """Base class: logs permanent failures with their code and keeps the worker up."""
+    """Base class: logs permanent failures with their code and keeps the worker up.
+
+    Every delivery is counted first (workers/deliveries.py): a task id delivered
+    more than ``MAX_DELIVERIES`` times fails with ``PoisonPill`` without running.
+    Failures become dead letters through the ``task_failure`` signal
+    (workers/reliability.py).
+    """
 
     abstract = True
     throws = (JobError,)  # expected failures: logged without a traceback
 
+    def __call__(self, *args, **kwargs):
+        request = self.request
+        if request.id and not request.is_eager and request.delivery_info:
+            from workers.deliveries import check_delivery
+
+            check_delivery(request.id, request.retries)
+        return super().__call__(*args, **kwargs)
+
     def on_failure(self, exc, task_id, args, kwargs, einfo):
-        code = getattr(exc, "code", type(exc).__name__)
+        code = exc.code if isinstance(exc, JobError) else type(exc).__name__
         log.error("task failed permanently", extra={"error_code": code, "error": str(exc)[:500]})
         super().on_failure(exc, task_id, args, kwargs, einfo)
 

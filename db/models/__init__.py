@@ -4,7 +4,7 @@ from db.models.engagement import CounterDirty, CounterDrift, CounterRun, Counter
 from db.models.feed import FeedItem
 from db.models.media import MediaFile, ProcessingStatus
 from db.models.notifications import Notification, NotificationRateLimit
-from db.models.operations import JobHeartbeat
+from db.models.operations import DeadLetter, JobHeartbeat
 from db.models.social import Comment, EmojiReaction, Follow, Like, Post, Share, User
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "CounterDrift",
     "CounterRun",
     "CounterRunChunk",
+    "DeadLetter",
     "EmojiReaction",
     "FeedItem",
     "Follow",

@@ -1,0 +1,136 @@
+"""Helpers for the operations tests: raw kombu publishing, dead-letter queries, waiting."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid
+
+import pytest
+from sqlalchemy import text
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def task_headers(name: str, task_id: str | None = None, retries: int = 0) -> dict:
+    task_id = task_id or str(uuid.uuid4())
+    return {"lang": "py", "task": name, "id": task_id, "shadow": None, "eta": None, "expires": None,
+            "group": None, "group_index": None, "retries": retries, "timelimit": [None, None],
+            "root_id": task_id, "parent_id": None, "argsrepr": "", "kwargsrepr": "", "origin": "test",
+            "ignore_result": False}
+
+
+EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+
+
+def json_body(args=(), kwargs=None) -> bytes:
+    return json.dumps([list(args), kwargs or {}, EMBED]).encode()
+
+
+def publish_raw(app, body: bytes, headers: dict | None, queue: str = "maintenance",
+                content_type: str = "application/json", broker_url: str | None = None) -> None:
+    """Publish exactly these bytes with these headers, as a buggy or hostile client could."""
+    from kombu import Connection, Exchange, Producer
+
+    with Connection(broker_url or app.conf.broker_url) as connection:
+        producer = Producer(connection.default_channel)
+        producer.publish(body, exchange=Exchange(queue, type="direct"), routing_key=queue,
+                         headers=headers or {}, content_type=content_type, content_encoding="utf-8",
+                         serializer=None, retry=True)
+
+
+def dead_letter(engine, task_id: str) -> dict | None:
+    with engine.connect() as connection:
+        row = connection.execute(text("SELECT * FROM dead_letters WHERE task_id = :id"), {"id": task_id})
+        found = row.mappings().first()
+        return dict(found) if found else None
+
+
+def dead_letter_count(engine) -> int:
+    with engine.connect() as connection:
+        return connection.scalar(text("SELECT count(*) FROM dead_letters"))
+
+
+@pytest.fixture
+def chaos_dir(tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    return tmp_path
+
+
+@pytest.fixture
+def serves_noop(celery_app):
+    """Check that a worker still answers: a maintenance.noop round trip."""
+    def check(timeout: float = 30.0) -> bool:
+        return celery_app.send_task("maintenance.noop").get(timeout=timeout) is None
+    return check
+
+
+def redis_url_for(db: int) -> str:
+    base = os.environ["BROKER_URL"].rsplit("/", 1)[0]
+    return f"{base}/{db}"
+
+
+class Isolated:
+    """A broker and result backend of their own (Redis db 12/13) with workers spawned on them,
+    so the session's in-process worker (db 10) cannot take these tests' messages."""
+
+    def __init__(self, celery_app):
+        from celery import Celery
+
+        self.broker_url, self.backend_url = redis_url_for(12), redis_url_for(13)
+        self.flush()
+        self.app = Celery("isolated", set_as_current=False)
+        self.app.config_from_object("celeryconfig")
+        self.app.conf.update(broker_url=self.broker_url, result_backend=self.backend_url)
+        self.env = {"BROKER_URL": self.broker_url, "RESULT_BACKEND": self.backend_url}
+        self.procs = []
+
+    def flush(self):
+        import redis
+
+        for url in (self.broker_url, self.backend_url):
+            redis.Redis.from_url(url).flushdb()
+
+    def start_worker(self, name: str, queues: list[str], concurrency: int = 1, extra_env: dict | None = None,
+                     log_path=None, wait: bool = True, **kwargs):
+        from tests.conftest import spawn_worker, wait_for_workers
+
+        proc = spawn_worker(name, queues, concurrency, extra_env={**self.env, **(extra_env or {})},
+                            log_path=log_path, **kwargs)
+        self.procs.append(proc)
+        if wait:
+            wait_for_workers(self.app, [name])
+        return proc
+
+    def stop(self):
+        from tests.conftest import stop_process
+
+        for proc in self.procs:
+            stop_process(proc)
+        self.procs.clear()
+
+
+@pytest.fixture
+def isolated(celery_app):
+    iso = Isolated(celery_app)
+    try:
+        yield iso
+    finally:
+        iso.stop()
+        iso.flush()

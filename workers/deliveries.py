@@ -1,0 +1,105 @@
+"""Delivery counting: the poison-pill guard.
+
+With ``acks_late`` and ``reject_on_worker_lost`` a task whose worker process
+dies under it (SIGKILL, the out-of-memory killer, a segfault in an image
+decoder) is requeued and runs again. If it kills every worker it touches, it
+would loop forever. So each delivery of a task id is counted in Redis at task
+start (INCR, expiring after a day), keyed by task id *and* retry number, since
+a Celery retry re-sends the same id on purpose. A delivery beyond
+``MAX_DELIVERIES`` is not run: it is failed with ``PoisonPill`` and becomes a
+dead letter.
+
+The count lives in Redis, not PostgreSQL, because it must be written before
+the task touches anything and cost well under a millisecond; if Redis cannot
+be reached the guard steps aside (logs a warning) rather than block the task.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+from workers.errors import JobError
+
+log = logging.getLogger("workers.deliveries")
+
+MAX_DELIVERIES = int(os.environ.get("TASK_MAX_DELIVERIES", "5"))
+COUNTER_TTL_S = 24 * 3600  # longer than any countdown plus visibility timeout
+KEY_PREFIX = "jobs:deliveries:"
+
+_client = None
+_client_pid: int | None = None
+
+
+class PoisonPill(JobError):
+    code = "poison_pill"
+
+    def __init__(self, message: str, *, code: str | None = None, deliveries: int = 0):
+        super().__init__(message, code=code)
+        self.deliveries = deliveries
+
+    def __reduce__(self):
+        return (self.__class__, (self.message,), {"code": self.code, "deliveries": self.deliveries})
+
+
+def redis_client():
+    """A Redis client on the broker, one per process (a forked child builds its own)."""
+    global _client, _client_pid
+    if _client is None or _client_pid != os.getpid():
+        import redis
+
+        from workers import app
+
+        url = str(app.conf.broker_url or "")
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            return None
+        _client = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        _client_pid = os.getpid()
+    return _client
+
+
+def key(task_id: str, retries: int) -> str:
+    return f"{KEY_PREFIX}{task_id}:{retries}"
+
+
+def count_delivery(task_id: str, retries: int) -> int | None:
+    """Count this delivery and return the total so far, or None when Redis is unavailable."""
+    client = redis_client()
+    if client is None:
+        return None
+    try:
+        pipe = client.pipeline(transaction=False)
+        pipe.incr(key(task_id, retries))
+        pipe.expire(key(task_id, retries), COUNTER_TTL_S)
+        count, _ = pipe.execute()
+        return int(count)
+    except Exception as exc:  # noqa: BLE001 - a guard must not take the task down
+        log.warning("delivery counter unavailable: %s", exc)
+        return None
+
+
+def check_delivery(task_id: str | None, retries: int | None) -> int | None:
+    """Raise PoisonPill when this task id has been delivered too many times."""
+    if not task_id:
+        return None
+    count = count_delivery(task_id, retries or 0)
+    if count is not None and count > MAX_DELIVERIES:
+        raise PoisonPill(
+            f"delivered {count} times without finishing (limit {MAX_DELIVERIES}): "
+            "its worker died every time; not running it again", deliveries=count)
+    return count
+
+
+def deliveries(task_id: str, retries: int = 0) -> int:
+    client = redis_client()
+    value = client.get(key(task_id, retries)) if client is not None else None
+    return int(value) if value else 0
+
+
+def forget(task_id: str) -> None:
+    """Clear a task id's counters (before `dead retry` re-sends it)."""
+    client = redis_client()
+    if client is None:
+        return
+    keys = list(client.scan_iter(match=f"{KEY_PREFIX}{task_id}:*", count=100))
+    if keys:
+        client.delete(*keys)

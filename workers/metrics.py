@@ -1,0 +1,78 @@
+"""Task duration histograms, aggregated in Redis so every worker on every machine adds to one.
+
+A ``task_postrun`` handler adds the task's wall time to a per-(task, state)
+Redis hash of bucket counts, sum and count, in one pipelined round trip. The
+exporter (workers/exporter.py) turns the hashes into Prometheus histograms.
+Labels are the task name (only registered tasks reach this point, so it is
+bounded by the code) and the final state; never ids or arguments.
+
+Redis rather than prometheus_client's multiprocess mode: that mode needs one
+shared directory per machine and an exporter per machine; this needs neither.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from celery import signals
+
+log = logging.getLogger("workers.metrics")
+
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+           float("inf"))
+KEY_PREFIX = "jobs:metrics:duration:"
+
+_started: dict[str, float] = {}
+
+
+def bucket_index(seconds: float) -> int:
+    for index, bound in enumerate(BUCKETS):
+        if seconds <= bound:
+            return index
+    return len(BUCKETS) - 1
+
+
+def observe(client, task_name: str, state: str, seconds: float) -> None:
+    key = f"{KEY_PREFIX}{task_name}|{state}"
+    pipe = client.pipeline(transaction=False)
+    pipe.hincrby(key, f"b{bucket_index(seconds)}", 1)
+    pipe.hincrby(key, "count", 1)
+    pipe.hincrbyfloat(key, "sum", seconds)
+    pipe.execute()
+
+
+def read_histograms(client) -> dict[tuple[str, str], dict]:
+    """{(task, state): {"buckets": [cumulative counts], "count": n, "sum": s}}"""
+    found = {}
+    for raw_key in client.scan_iter(match=KEY_PREFIX + "*", count=500):
+        key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
+        task, _, state = key[len(KEY_PREFIX):].rpartition("|")
+        fields = {k.decode(): v.decode() for k, v in client.hgetall(raw_key).items()}
+        cumulative, running = [], 0
+        for index in range(len(BUCKETS)):
+            running += int(fields.get(f"b{index}", 0))
+            cumulative.append(running)
+        found[(task, state)] = {"buckets": cumulative, "count": int(fields.get("count", 0)),
+                                "sum": float(fields.get("sum", 0.0))}
+    return found
+
+
+@signals.task_prerun.connect
+def _task_started(task_id=None, **_):
+    if task_id:
+        _started[task_id] = time.monotonic()
+
+
+@signals.task_postrun.connect
+def _task_finished(task_id=None, task=None, state=None, **_):
+    started = _started.pop(task_id, None) if task_id else None
+    if started is None or task is None:
+        return
+    from workers.deliveries import redis_client
+
+    try:
+        client = redis_client()
+        if client is not None:
+            observe(client, task.name, state or "UNKNOWN", time.monotonic() - started)
+    except Exception as exc:  # noqa: BLE001 - metrics never fail a task
+        log.debug("could not record task duration: %s", exc)
