@@ -228,6 +228,8 @@ def media(tmp_path, monkeypatch) -> Path:
 def run(isolated, clean_db, media, tmp_path, **kwargs) -> Figures:
     figures, info = family_chaos(isolated, clean_db, media, tmp_path, **kwargs)
     effects = assert_effects_exactly_once(clean_db, media, info["world"])
+    image_outcomes = [o for (task, _args), o in zip(info["plan"], info["outcomes"]) if task.startswith("images.")]
+    assert {o["status"] for o in image_outcomes} == {"COMPLETED"}
     figures.extra.update(effects)
     figures.report()
     assert figures.lost == 0 and figures.completed == figures.sent
