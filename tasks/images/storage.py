@@ -144,8 +144,10 @@ def write_atomically(path: Path, data: bytes) -> None:
 
 
 def write_variants(purpose: str, base: str, variants: dict[str, bytes]) -> list[Path]:
+    """Write the four variants. The caller holds the subject's lock (service.finish)."""
     directory = folder(purpose)
     directory.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(directory, base)
     paths = []
     for name, filename in variant_names(base).items():
         path = directory / filename
@@ -158,6 +160,21 @@ def write_variants(purpose: str, base: str, variants: dict[str, bytes]) -> list[
     finally:
         os.close(dir_fd)
     return paths
+
+
+def remove_stale_temporaries(directory: Path, base: str) -> int:
+    """Delete temporaries a writer of ``base`` left when it was killed mid-write (SIGKILL, OOM).
+
+    Only a writer holding the subject's lock writes ``base``, and PostgreSQL
+    releases that lock when the holder's connection dies, so under the lock a
+    temporary of this base belongs to a dead writer. The redelivered task that
+    rewrites the same (deterministic) base removes it.
+    """
+    removed = 0
+    for stale in directory.glob(f".{base}_*.tmp"):
+        stale.unlink(missing_ok=True)
+        removed += 1
+    return removed
 
 
 def variants_exist(purpose: str, base: str) -> bool:

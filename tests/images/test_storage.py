@@ -85,6 +85,22 @@ def test_variants_are_written_atomically_with_no_temporary_left(media_root):
     assert not storage.variants_exist("post_photo", base)
 
 
+def test_a_rewrite_removes_the_temporaries_of_a_writer_killed_mid_write(media_root):
+    base = storage.variant_base("profile_photo", "7", "11" * 32)
+    other = storage.variant_base("profile_photo", "8", "11" * 32)
+    folder = media_root / "profile_photos"
+    folder.mkdir()
+    left = [folder / f".{base}_large.jpg.4242.abcd1234.tmp", folder / f".{base}_small.jpg.4242.abcd1234.tmp"]
+    unrelated = folder / f".{other}_large.jpg.4243.abcd1234.tmp"
+    for path in (*left, unrelated):
+        path.write_bytes(b"half a jpe")
+    storage.write_variants("profile_photo", base, {n: n.encode() for n in ("large", "medium", "small", "thumbnail")})
+    assert not any(path.exists() for path in left)
+    assert unrelated.exists()  # another subject's writer: not this lock holder's business
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(f".{other}")) == sorted(
+        storage.variant_names(base).values())
+
+
 def test_default_avatar_uses_the_seed_colour_and_is_cached(media_root):
     assert avatar.avatar_color(9) == "#A855F7" == avatar.AVATAR_COLORS[9 % 8]
     assert avatar.default_avatar_url(9) == "/api/avatar/9?color=A855F7"
