@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -56,15 +57,34 @@ def embedded_database_url(database: str = APP_DATABASE) -> str:
     return uri.replace("postgresql://", "postgresql+psycopg://", 1)
 
 
-def stop_postgres() -> bool:
-    pg_dir = _pg_dir()
-    if not (pg_dir / "postmaster.pid").exists():
-        return False
-    import pgserver
+def _wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
 
-    pg_ctl = Path(pgserver.__file__).parent / "pginstall" / "bin" / "pg_ctl"
-    subprocess.run([str(pg_ctl), "-D", str(pg_dir), "stop", "-m", "fast", "-w"],
-                   check=False, capture_output=True)
+
+def stop_postgres() -> bool:
+    """Fast shutdown of the embedded server, whoever owns its processes.
+
+    SIGINT to the postmaster is PostgreSQL's documented fast shutdown. pg_ctl
+    is not used: it refuses to run as root, and as root pgserver runs the
+    server under a user of its own.
+    """
+    pid_file = _pg_dir() / "postmaster.pid"
+    if not pid_file.exists():
+        return False
+    try:
+        pid = int(pid_file.read_text().splitlines()[0])
+        os.kill(pid, signal.SIGINT)
+    except (ValueError, IndexError, ProcessLookupError):
+        return False
+    if not _wait_gone(pid, 30):
+        raise EmbeddedServiceError(f"embedded PostgreSQL (pid {pid}) did not stop within 30 s")
     return True
 
 

@@ -1,6 +1,7 @@
 """Redis and PostgreSQL restarted under load, on private servers started by the test."""
 from __future__ import annotations
 
+import subprocess
 import time
 import uuid
 
@@ -139,4 +140,9 @@ def test_postgres_restart_under_load_retries_and_loses_nothing(tmp_path, celery_
         for proc in workers:
             stop_process(proc)
         engine.dispose()
+        # pg.cleanup() only stops the postmaster it started; the restarted one is stopped here.
+        try:
+            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=tmp_path / "pg", user=pg.system_user, timeout=60)
+        except subprocess.CalledProcessError:
+            pass  # already stopped (the test failed before the restart)
         pg.cleanup()
