@@ -308,7 +308,10 @@ def record_chunk(session: Session, run_id: str, chunk: Chunk, checked: int, resu
 
     The run row is locked in its own statement first, so the totals are summed in a
     fresh statement that sees every chunk committed before us (two chunks finishing
-    at once cannot each miss the other).
+    at once cannot each miss the other). The lock is FOR NO KEY UPDATE: every chunk
+    already holds FOR KEY SHARE on this row through the foreign keys of its ledger
+    and chunk rows, and FOR UPDATE conflicts with that, so two chunks finishing
+    together deadlocked.
     """
     session.execute(text("""
         INSERT INTO counter_run_chunks (run_id, parent_table, start_id, end_id, rows_checked, rows_fixed, max_drift)
@@ -316,7 +319,7 @@ def record_chunk(session: Session, run_id: str, chunk: Chunk, checked: int, resu
         ON CONFLICT DO NOTHING"""),
         {"run_id": run_id, "table": chunk.parent_table, "start": chunk.after or "", "end": chunk.upto or "",
          "checked": checked, "fixed": result.rows_fixed, "max_drift": result.max_drift})
-    session.execute(text("SELECT 1 FROM counter_runs WHERE id = :run_id FOR UPDATE"), {"run_id": run_id})
+    session.execute(text("SELECT 1 FROM counter_runs WHERE id = :run_id FOR NO KEY UPDATE"), {"run_id": run_id})
     session.execute(text("""
         UPDATE counter_runs r SET rows_checked = s.checked, rows_fixed = s.fixed, max_drift = s.max_drift,
                chunks_done = s.done,
