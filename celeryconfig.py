@@ -4,11 +4,14 @@ Settings only; the start-up check that validates them lives in workers/lifecycle
 """
 from kombu import Exchange, Queue
 
+import settings
 from schedules import beat_schedule  # noqa: F401  (celery reads it from here)
-from workers import embedded
 
-broker_url = embedded.broker_url()
-result_backend = embedded.result_backend_url()
+_settings = settings.current()
+# None when unset: workers and beat then refuse to start (workers/lifecycle.py);
+# nothing here ever falls back to a local server.
+broker_url = _settings.broker_url
+result_backend = _settings.result_backend_url
 result_expires = 24 * 3600
 result_extended = True
 
@@ -72,10 +75,8 @@ TASK_MAX_COUNTDOWN = 1800
 # Redis redelivers an unacked message after visibility_timeout. It must exceed the
 # longest hard time limit and the longest countdown; workers/lifecycle.py refuses
 # to start otherwise.
-import os  # noqa: E402
-
 broker_transport_options = {
-    "visibility_timeout": int(os.environ.get("BROKER_VISIBILITY_TIMEOUT", "3600")),
+    "visibility_timeout": _settings.broker_visibility_timeout,
     "max_retries": 5,
     "interval_start": 0,
     "interval_step": 0.5,
@@ -93,16 +94,16 @@ worker_redirect_stdouts = False
 beat_max_loop_interval = 5
 
 # --- Bad messages: the consumer dead-letters unknown, undecodable and oversized
-# messages (workers/consumer.py) instead of only logging them.
-worker_consumer = "workers.consumer:GuardedConsumer"
+# messages (workers/reliability/consumer.py) instead of only logging them.
+worker_consumer = "workers.reliability.consumer:GuardedConsumer"
 
 # --- Singleton beat: only the beat holding a PostgreSQL advisory lock dispatches
-# (workers/beat.py), so two beats started by mistake still fire each entry once.
-beat_scheduler = "workers.beat:SingletonScheduler"
+# (workers/reliability/singleton_beat.py), so two beats started by mistake still fire each entry once.
+beat_scheduler = "workers.reliability.singleton_beat:SingletonScheduler"
 
 # --- kombu's Redis transport, keeping a message popped just as Redis goes away
-# (workers/redis_transport.py) so a broker restart cannot lose it. Installed as
+# (workers/reliability/redis_transport.py) so a broker restart cannot lose it. Installed as
 # the redis:// transport itself, so URLs (Flower, logs) stay redis://.
-from workers import redis_transport  # noqa: E402
+from workers.reliability import redis_transport  # noqa: E402
 
 redis_transport.install()

@@ -14,15 +14,16 @@ from contextlib import contextmanager
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
+import settings
+
 _engine: Engine | None = None
 _engine_pid: int | None = None
 _session_factory: sessionmaker[Session] | None = None
 
 
 def database_url() -> str:
-    from workers.embedded import database_url as resolve
-
-    return resolve()
+    """DATABASE_URL with the psycopg 3 driver; a clear error when it is unset."""
+    return settings.require_services("the database layer", ("DATABASE_URL",)).sqlalchemy_database_url
 
 
 def get_engine() -> Engine:
@@ -32,13 +33,16 @@ def get_engine() -> Engine:
             # Inherited from the parent: drop the references without closing
             # the parent's sockets.
             _engine.dispose(close=False)
+        found = settings.current()
         _engine = create_engine(
             database_url(),
-            pool_size=int(os.environ.get("DB_POOL_SIZE", "5")),
-            max_overflow=int(os.environ.get("DB_MAX_OVERFLOW", "5")),
+            pool_size=found.db_pool_size,
+            max_overflow=found.db_max_overflow,
             pool_pre_ping=True,
             pool_recycle=1800,
-            connect_args={"application_name": os.environ.get("DB_APPLICATION_NAME", "social-jobs")},
+            # Statement parameters hold user content; keep them out of error messages and logs.
+            hide_parameters=True,
+            connect_args={"application_name": found.db_application_name},
         )
         _engine_pid = os.getpid()
         _session_factory = sessionmaker(_engine, expire_on_commit=False)

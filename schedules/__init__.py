@@ -1,9 +1,10 @@
 """The beat schedule. Every entry carries ``expires`` equal to its interval, so a
 backlog (beat running while workers are down) never piles up duplicate runs."""
-import os
 from datetime import timedelta
 
 from celery.schedules import crontab
+
+import settings
 
 
 def every(seconds: float, task: str, **extra) -> dict:
@@ -13,7 +14,7 @@ def every(seconds: float, task: str, **extra) -> dict:
 
 beat_schedule = {
     # BEAT_HEARTBEAT_SECONDS shortens it for the two-beats chaos test.
-    "beat-heartbeat": every(float(os.environ.get("BEAT_HEARTBEAT_SECONDS", "30")), "maintenance.beat_heartbeat"),
+    "beat-heartbeat": every(settings.current().beat_heartbeat_seconds, "maintenance.beat_heartbeat"),
     "notifications-prune-rate-limits": every(3600, "notifications.prune_rate_limits"),
     "feed-score-active": every(600, "feed.score_active"),
     "feed-update-trending": every(300, "feed.update_trending"),

@@ -23,9 +23,14 @@ _state: dict = {}
 
 
 def pytest_configure(config):
-    from workers import embedded
+    from workers.dev import embedded
 
-    base_url = make_url(os.environ.get("DATABASE_URL") or embedded.embedded_database_url("postgres"))
+    saved_env = {k: os.environ.get(k) for k in ("DATABASE_URL", "BROKER_URL", "RESULT_BACKEND")}
+    # db 10/11 of the embedded Redis: a running `make run` keeps its queues in db 0.
+    # Services already running (a `make run` beside us) are reused and left running;
+    # the ones started here are stopped when the run ends.
+    started = embedded.ensure_environment(broker_db=10, backend_db=11)
+    base_url = make_url(os.environ["DATABASE_URL"])
     if base_url.drivername in ("postgresql", "postgres"):
         base_url = base_url.set(drivername="postgresql+psycopg")
     test_db = f"jobs_test_{uuid.uuid4().hex[:10]}"
@@ -35,12 +40,8 @@ def pytest_configure(config):
     admin.dispose()
     test_url = base_url.set(database=test_db).render_as_string(hide_password=False)
     _state.update(admin_url=base_url.set(database="postgres"), test_db=test_db, test_url=test_url,
-                  saved_env={k: os.environ.get(k) for k in ("DATABASE_URL", "BROKER_URL", "RESULT_BACKEND")})
+                  saved_env=saved_env, started=started)
     os.environ["DATABASE_URL"] = test_url
-    if not os.environ.get("BROKER_URL"):
-        # db 10/11 of the embedded Redis: a running `make run` keeps its queues in db 0.
-        os.environ["BROKER_URL"] = embedded.embedded_redis_url(10)
-        os.environ["RESULT_BACKEND"] = embedded.embedded_redis_url(11)
 
     from db.migrate import upgrade
 
@@ -62,6 +63,10 @@ def pytest_unconfigure(config):
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+    if _state["started"] and not os.environ.get("KEEP_EMBEDDED"):
+        from workers.dev import embedded
+
+        embedded.stop(_state["started"])
 
 
 @pytest.fixture(scope="session")

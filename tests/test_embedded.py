@@ -10,7 +10,7 @@ import psutil
 import pytest
 from sqlalchemy import create_engine, text
 
-from workers import embedded
+from workers.dev import embedded
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,7 +44,7 @@ def test_services_start_persist_and_stop(private_data_dir):
     # Another process (as a later `make run` would be) starts it again on demand,
     # with the data kept.
     restarted = subprocess.run(
-        [sys.executable, "-c", "from workers import embedded; print(embedded.embedded_database_url())"],
+        [sys.executable, "-c", "from workers.dev import embedded; print(embedded.embedded_database_url())"],
         cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=60, check=True)
     engine = create_engine(restarted.stdout.strip().splitlines()[-1])
     with engine.connect() as connection:

@@ -1,14 +1,15 @@
-"""Operator CLI: ``python -m workers <command>``."""
+"""Operator CLI: ``python -m workers <command>``.
+
+Production commands only; the dev commands (``run``, ``services``) live in
+workers/dev/cli.py and are added by workers/__main__.py, the entry point.
+"""
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
-
-def _cmd_run(args) -> int:
-    from workers.devrunner import run
-
-    return run(once=args.once, demo=not args.no_demo)
+import settings
 
 
 def _cmd_migrate(args) -> int:
@@ -24,25 +25,14 @@ def _cmd_migrate(args) -> int:
 
 
 def _cmd_status(args) -> int:
-    from workers.status import main as status_main
+    settings.require_services("status")
+    from workers.observability.status import main as status_main
 
     return status_main(as_json=args.json)
 
 
-def _cmd_services(args) -> int:
-    from workers import embedded
-
-    if args.action == "stop":
-        stopped = embedded.stop_all()
-        print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
-    else:
-        print(f"database: {embedded.database_url()}")
-        print(f"broker:   {embedded.broker_url()}")
-    return 0
-
-
 def _cmd_flower(args) -> int:
-    from workers.flower import run_flower
+    from workers.observability.flower import run_flower
 
     return run_flower(address=args.address, port=args.port)
 
@@ -54,10 +44,11 @@ def _cmd_reconcile(args) -> int:
 
 
 def _cmd_dead(args) -> int:
+    settings.require_services("the dead-letter commands")
     import json
 
     from db.session import session_scope
-    from workers import deadletters
+    from workers.reliability import dead_letters as deadletters
 
     with session_scope() as session:
         if args.action == "list":
@@ -69,7 +60,9 @@ def _cmd_dead(args) -> int:
             for letter in letters:
                 print(f"{letter.id:>6}  {letter.last_seen:%Y-%m-%d %H:%M:%S}  {letter.status:<7}  "
                       f"{letter.attempts:>5}  {letter.task_name[:34]:<34}  {letter.error_code[:20]:<20}  {letter.task_id}")
-            print(f"{len(letters)} shown; by status: {deadletters.counts(session)}")
+            found = deadletters.summary(session)
+            print(f"{len(letters)} shown; {found['dead']} dead, {found['retried']} retried, "
+                  f"{found['last_hour']} seen in the last hour")
             return 0
         if args.action == "show":
             letter = session.get(deadletters.DeadLetter, args.id)
@@ -97,19 +90,19 @@ def _cmd_dead(args) -> int:
 
 
 def _cmd_exporter(args) -> int:
-    from workers.exporter import run_exporter
+    settings.require_services("the exporter")
+    from workers.observability.exporter import run_exporter
 
     return run_exporter(address=args.address, port=args.port)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m workers", description=__doc__)
+def build_parser(extensions: tuple[Callable, ...] = ()) -> argparse.ArgumentParser:
+    """The operator commands, plus each ``extension(subparsers)``'s (the dev commands, added by __main__)."""
+    parser = argparse.ArgumentParser(prog="python -m workers",
+                                     description="Commands for operators of the background-job system.")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    run = sub.add_parser("run", help="dev runner: services, migrations, workers, beat, Flower and a demo workload")
-    run.add_argument("--once", action="store_true", help="exit 0 after the demo and stop everything started")
-    run.add_argument("--no-demo", action="store_true", help="start the system without the demo workload")
-    run.set_defaults(func=_cmd_run)
+    for extend in extensions:
+        extend(sub)
 
     migrate = sub.add_parser("migrate", help="apply the Alembic migrations")
     migrate.add_argument("--down", metavar="REVISION", help="downgrade to REVISION instead (e.g. base)")
@@ -118,10 +111,6 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="health probe: exit 0 healthy, 1 degraded, 2 down")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     status.set_defaults(func=_cmd_status)
-
-    services = sub.add_parser("services", help="the embedded PostgreSQL and Redis")
-    services.add_argument("action", choices=["start", "stop"])
-    services.set_defaults(func=_cmd_services)
 
     reconcile = sub.add_parser("reconcile", help="repair engagement counters: the dirty queue, or --full sweep")
     reconcile.add_argument("--full", action="store_true", help="sweep every counter of every row (progress bar)")
@@ -156,12 +145,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, extensions: tuple[Callable, ...] = ()) -> int:
     from workers.logs import configure_logging
 
     configure_logging()
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    args = build_parser(extensions).parse_args(argv)
+    try:
+        return args.func(args)
+    except settings.MissingServices as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

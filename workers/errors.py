@@ -28,6 +28,14 @@ class JobError(Exception):
         return (self.__class__, (self.message,), {"code": self.code})
 
 
+def error_code(exc: BaseException) -> str:
+    """The stable code an operator sees for a failure: ours for a JobError, else the exception's class.
+
+    Only JobError's code is ours; SQLAlchemy errors carry a ``code`` of their own (a docs link id).
+    """
+    return exc.code if isinstance(exc, JobError) else type(exc).__name__
+
+
 class BadInput(JobError):
     code = "bad_input"
 

@@ -1,12 +1,20 @@
-"""Process lifecycle: configuration checks at start-up, logging, and fork safety."""
+"""Process lifecycle signals: configuration checks at start-up, logging, fork safety,
+the publish header and task timing.
+
+Per-task hooks (the poison-pill guard, dead letters, close-out) live with the
+task class in workers/task.py.
+"""
 from __future__ import annotations
 
 import logging
+import time
 
 from celery import signals
 from celery.exceptions import ImproperlyConfigured
 
+import settings
 from workers.logs import configure_logging
+from workers.observability import metrics
 
 log = logging.getLogger("workers.lifecycle")
 
@@ -52,6 +60,11 @@ def _setup_logging(loglevel=None, **_kwargs):
 
 
 def _refuse_to_start_on_bad_config(sender=None, **_kwargs):
+    try:
+        settings.require_services("a worker or beat")
+    except settings.SettingsError as exc:
+        log.critical("refusing to start: %s", exc)
+        raise SystemExit(f"configuration error: {exc}") from exc
     app = getattr(sender, "app", None)
     if app is None:
         return
@@ -74,5 +87,14 @@ def _fresh_engine_after_fork(**_kwargs):
 
     reset_engine()
 
-import workers.reliability  # noqa: E402,F401  (dead letters and publish headers for every task)
-import workers.metrics  # noqa: E402,F401  (task duration histograms)
+
+@signals.before_task_publish.connect
+def _stamp_sent_at(headers=None, **_):
+    # The exporter reads the oldest message's age from this header; Celery's
+    # protocol carries no send time of its own.
+    if headers is not None and "sent_at" not in headers:
+        headers["sent_at"] = time.time()
+
+
+signals.task_prerun.connect(metrics.task_started, weak=False)
+signals.task_postrun.connect(metrics.task_finished, weak=False)

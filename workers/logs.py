@@ -45,7 +45,9 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str | None = None) -> None:
-    level = level or os.environ.get("LOG_LEVEL", "INFO")
+    import settings
+
+    level = level or settings.current().log_level
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     handler.addFilter(TaskContextFilter())

@@ -1,10 +1,17 @@
-"""The one decorator every task uses.
+"""The one decorator every task uses, and the one place its per-task hooks are wired.
 
 ``@job("family.verb_noun")`` gives a task the shared policy: acks late and
 requeue on worker loss, retries of transient errors with exponential backoff
 and jitter, typed permanent errors that are never retried, and validation of
 the message's arguments against the function's type hints before any work.
 Routing and time limits come from celeryconfig.py, by task-name prefix.
+
+Per-task hooks, all here: every delivery is counted before the task runs (the
+poison-pill guard, workers/reliability/deliveries.py), and a final failure of
+any kind becomes a dead letter (workers/reliability/dead_letters.py), after
+which the task's family may close out its own state (``on_dead_letter``).
+Process-wide signals (config checks, logging, fork safety, metrics) live in
+workers/lifecycle.py.
 """
 from __future__ import annotations
 
@@ -17,10 +24,12 @@ import uuid
 from collections.abc import Callable
 from typing import Any, NewType
 
-from celery import Task
+from celery import Task, signals
 
 from workers.celery_app import app
 from workers.errors import TRANSIENT_ERRORS, InvalidArguments, JobError
+from workers.reliability.dead_letters import Failure, record_now
+from workers.reliability.deliveries import check_delivery
 
 log = logging.getLogger("workers.task")
 
@@ -100,34 +109,53 @@ def argument_validator(fn: Callable) -> Callable[[tuple, dict], None]:
     return validate
 
 
-class JobTask(Task):
-    """Base class: logs permanent failures with their code and keeps the worker up.
+DeadLetterHook = Callable[[list, dict, Failure], None]
+"""``hook(args, kwargs, failure)``: close out a family's state for a task that will not run again."""
 
-    Every delivery is counted first (workers/deliveries.py): a task id delivered
-    more than ``MAX_DELIVERIES`` times fails with ``PoisonPill`` without running.
-    Failures become dead letters through the ``task_failure`` signal
-    (workers/reliability.py).
+
+class JobTask(Task):
+    """Base class of every ``@job`` task: the delivery guard before, the dead letter after.
+
+    Every delivery is counted first: a task id delivered more than
+    ``TASK_MAX_DELIVERIES`` times fails with ``PoisonPill`` without running.
     """
 
     abstract = True
     throws = (JobError,)  # expected failures: logged without a traceback
+    on_dead_letter: DeadLetterHook | None = None
 
     def __call__(self, *args, **kwargs):
         request = self.request
         if request.id and not request.is_eager and request.delivery_info:
-            from workers.deliveries import check_delivery
-
             check_delivery(request.id, request.retries)
         return super().__call__(*args, **kwargs)
 
-    def on_failure(self, exc, task_id, args, kwargs, einfo):
-        code = exc.code if isinstance(exc, JobError) else type(exc).__name__
-        log.error("task failed permanently", extra={"error_code": code, "error": str(exc)[:500]})
-        super().on_failure(exc, task_id, args, kwargs, einfo)
+
+@signals.task_failure.connect
+def _dead_letter_and_close_out(sender=None, task_id=None, exception=None, args=None, kwargs=None, **_):
+    # task_failure fires only for a final failure (an error that is not retried,
+    # exhausted retries, a poison pill, a hard time limit): a retry raises Retry
+    # (no signal), and a lost worker with reject_on_worker_lost requeues (no signal).
+    if not isinstance(sender, JobTask) or exception is None:
+        return
+    failure = Failure.from_exception(sender, task_id, exception, args, kwargs)
+    record_now(failure)
+    if sender.on_dead_letter is not None:
+        try:
+            sender.on_dead_letter(list(args or ()), dict(kwargs or {}), failure)
+        except Exception:  # noqa: BLE001 - the dead letter stands; the close-out is retried by `dead retry`
+            log.exception("could not close out the state of a dead-lettered task",
+                          extra={"dead_task_name": sender.name, "dead_task_id": task_id})
 
 
-def job(name: str, *, max_retries: int = 5, transient: tuple = TRANSIENT_ERRORS, **options):
-    """Register a task under a stable ``family.verb_noun`` name with the shared policy."""
+def job(name: str, *, max_retries: int = 5, transient: tuple = TRANSIENT_ERRORS,
+        on_dead_letter: DeadLetterHook | None = None, **options):
+    """Register a task under a stable ``family.verb_noun`` name with the shared policy.
+
+    ``on_dead_letter(args, kwargs, failure)`` runs after the task is dead-lettered
+    for any reason, so the family can close out its own state (say, mark an
+    upload FAILED) instead of leaving it in progress forever.
+    """
     from celeryconfig import TASK_RETRY_BACKOFF_MAX
 
     def decorator(fn: Callable) -> Task:
@@ -150,6 +178,7 @@ def job(name: str, *, max_retries: int = 5, transient: tuple = TRANSIENT_ERRORS,
             retry_backoff_max=TASK_RETRY_BACKOFF_MAX,
             retry_jitter=True,
             max_retries=max_retries,
+            on_dead_letter=staticmethod(on_dead_letter) if on_dead_letter else None,
             **options,
         )(run)
 

@@ -5,7 +5,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     BigInteger, Boolean, CheckConstraint, DateTime, Float, ForeignKey, Identity, Index, Integer,
-    String, Text,
+    String, Text, text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -48,11 +48,15 @@ class CounterRun(Base):
     max_drift: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0", default=0)
     chunks_total: Mapped[int | None] = mapped_column(Integer)
     chunks_done: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0", default=0)
+    # Why a run is 'failed' (e.g. closed as stale by the next run of its mode).
+    failure_reason: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         CheckConstraint("mode IN ('dirty', 'refresh', 'full')", name="mode_valid"),
         CheckConstraint("status IN ('running', 'finished', 'failed')", name="status_valid"),
         Index("idx_counter_runs_mode_started", "mode", "started_at"),
+        # Closing stale runs reads only running rows, however long the history grows.
+        Index("idx_counter_runs_running", "mode", "started_at", postgresql_where=text("status = 'running'")),
     )
 
 

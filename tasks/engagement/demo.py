@@ -6,7 +6,7 @@ from sqlalchemy import text
 
 from db.session import session_scope
 from tasks.engagement.tasks import reconcile_dirty, refresh_counts
-from workers.demo import DemoGraph
+from workers.dev.demo import DemoGraph
 
 FAMILY = "engagement"
 EXPECTED_FAILURES = 0

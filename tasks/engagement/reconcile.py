@@ -9,12 +9,12 @@ were locked by someone else are reported back as skipped; the caller leaves them
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+import settings
 from workers.errors import BadInput
 from tasks.engagement.counters import (
     PARENTS, chunk_end_sql, drift_sql, exists_sql, lock_sql, parent_tables, range_count_sql, range_drift_sql, repair_sql,
@@ -23,17 +23,22 @@ from tasks.engagement.counters import (
 # Row locks live until commit, so a batch is small enough that lock + recount + write
 # stay far below a second even when each post has thousands of likes (measured in the
 # benchmark: ~1,000 posts take tens of milliseconds at 1 M posts).
-REPAIR_BATCH = int(os.environ.get("ENGAGEMENT_REPAIR_BATCH", "1000"))
-DIRTY_BATCH = int(os.environ.get("ENGAGEMENT_DIRTY_BATCH", "2000"))
-SWEEP_CHUNK = int(os.environ.get("ENGAGEMENT_SWEEP_CHUNK", "50000"))
-LOCK_TIMEOUT_MS = int(os.environ.get("ENGAGEMENT_LOCK_TIMEOUT_MS", "2000"))
-STATEMENT_TIMEOUT_MS = int(os.environ.get("ENGAGEMENT_STATEMENT_TIMEOUT_MS", "10000"))
+_settings = settings.current()
+REPAIR_BATCH = _settings.engagement_repair_batch
+DIRTY_BATCH = _settings.engagement_dirty_batch
+SWEEP_CHUNK = _settings.engagement_sweep_chunk
+LOCK_TIMEOUT_MS = _settings.engagement_lock_timeout_ms
+STATEMENT_TIMEOUT_MS = _settings.engagement_statement_timeout_ms
 # A sweep chunk hash-joins its parents with one aggregate per counter; at the default
 # 4 MB those spill to disk from about 50,000 parents per chunk.
-WORK_MEM = os.environ.get("ENGAGEMENT_WORK_MEM", "32MB")
-# A full sweep still "running" after this long lost its chunks (workers purged, broker
-# flushed); the next sweep may start and marks it failed.
-SWEEP_STALE_AFTER_SECONDS = int(os.environ.get("ENGAGEMENT_SWEEP_STALE_AFTER", str(6 * 3600)))
+WORK_MEM = _settings.engagement_work_mem
+# A run still "running" after this long is dead: its worker was killed, its chunks were
+# lost (workers purged, broker flushed), or its task was retried after a batch had
+# committed (the retry starts a run of its own). The next run of the same mode closes
+# it (close_stale_runs). A full sweep takes hours, a dirty pass 20 s, a refresh seconds:
+# one bound, the sweep's, is safe for all three.
+STALE_RUN_AFTER_SECONDS = _settings.engagement_sweep_stale_after
+STALE_RUN_REASON = f"stale: still running after {STALE_RUN_AFTER_SECONDS} s (worker lost or task retried)"
 # Serialises the check-and-claim of a full sweep across beats, workers and the CLI.
 SWEEP_LOCK_KEY = 0x656E6761  # "enga"
 
@@ -171,9 +176,33 @@ def dirty_backlog(session: Session) -> dict[str, int]:
 # --- runs and the ledger ----------------------------------------------------------
 
 def start_run(session: Session, mode: str, chunks_total: int | None = None) -> str:
+    """Record a new run of ``mode``, closing that mode's stale runs first."""
+    close_stale_runs(session, mode)
+    return _insert_run(session, mode, chunks_total)
+
+
+def _insert_run(session: Session, mode: str, chunks_total: int | None = None) -> str:
     return session.execute(text(
         "INSERT INTO counter_runs (mode, chunks_total) VALUES (:mode, :chunks) RETURNING id::text"),
         {"mode": mode, "chunks": chunks_total}).scalar_one()
+
+
+def close_stale_runs(session: Session, mode: str) -> int:
+    """Mark failed, with a reason, every run of ``mode`` still running after
+    STALE_RUN_AFTER_SECONDS. Returns how many were closed.
+
+    One statement over the partial index of running runs (idx_counter_runs_running).
+    SKIP LOCKED: runs starting together never queue on each other's housekeeping, and a
+    row someone still writes is left alone. FOR NO KEY UPDATE, as in record_chunk, does
+    not conflict with the FOR KEY SHARE a live run's ledger inserts hold on it.
+    """
+    return session.execute(text("""
+        UPDATE counter_runs SET status = 'failed', finished_at = now(), failure_reason = :reason
+        WHERE id IN (SELECT id FROM counter_runs
+                     WHERE mode = :mode AND status = 'running'
+                       AND started_at < now() - make_interval(secs => :stale)
+                     FOR NO KEY UPDATE SKIP LOCKED)"""),
+        {"mode": mode, "stale": STALE_RUN_AFTER_SECONDS, "reason": STALE_RUN_REASON}).rowcount
 
 
 def add_to_run(session: Session, run_id: str, result: BatchResult, finish: bool = False) -> None:
@@ -220,14 +249,12 @@ def claim_full_sweep(session: Session) -> str | None:
     """
     if not session.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": SWEEP_LOCK_KEY}).scalar():
         return None
-    session.execute(text(
-        "UPDATE counter_runs SET status = 'failed', finished_at = now() WHERE mode = 'full' AND status = 'running' "
-        "AND started_at < now() - make_interval(secs => :stale)"), {"stale": SWEEP_STALE_AFTER_SECONDS})
+    close_stale_runs(session, "full")
     running = session.execute(text(
         "SELECT id FROM counter_runs WHERE mode = 'full' AND status = 'running' LIMIT 1")).scalar()
     if running is not None:
         return None
-    return start_run(session, "full")
+    return _insert_run(session, "full")
 
 
 def plan_chunks(session: Session, tables: tuple[str, ...] | None = None, size: int | None = None) -> list[Chunk]:

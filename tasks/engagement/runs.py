@@ -6,18 +6,18 @@ Celery tasks and the operator CLI both call these.
 """
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import text
 
+import settings
 from db.session import session_scope
 from tasks.engagement import reconcile as rc
 from tasks.engagement.counters import parent_tables
 
-DIRTY_BUDGET_SECONDS = float(os.environ.get("ENGAGEMENT_DIRTY_BUDGET_SECONDS", "20"))
+DIRTY_BUDGET_SECONDS = settings.current().engagement_dirty_budget_seconds
 
 
 @dataclass

@@ -7,8 +7,8 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from db.locks import try_xact_lock
 from tasks.feed import algorithm as A
-from tasks.feed.locks import try_job_lock
 
 JOB_NAME = "feed.score_active"
 
@@ -43,7 +43,7 @@ def active_user_page(session: Session, now: datetime, after_id: int, limit: int)
 def dispatch_active_users(session: Session, now: datetime, send: Callable[[list[list[int]]], None],
                           chunk_size: int | None = None) -> dict:
     """Walk the active users in id order and hand chunks of ids to ``send`` in groups."""
-    if not try_job_lock(session, JOB_NAME):
+    if not try_xact_lock(session, "feed.job", JOB_NAME):
         return {"status": "skipped", "reason": "previous run still in progress"}
     chunk_size = chunk_size or A.SCORE_CHUNK_SIZE
     after_id, chunks, users, pending = 0, 0, 0, []

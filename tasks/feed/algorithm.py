@@ -44,8 +44,9 @@ If there are too few scored candidates, recent posts fill the rest.
 from __future__ import annotations
 
 import math
-import os
 from datetime import datetime, timedelta, timezone
+
+import settings
 
 # --- Engagement weights: a share puts the post in front of a new audience, so
 # it weighs most; a reaction takes more effort than a heart.
@@ -72,8 +73,8 @@ TRENDING_TOP_K = 100                    # trending candidates offered to every v
 RECENT_POOL = 60                        # newest public posts offered for recent slots
 
 # --- Composition.
-FEED_SIZE = int(os.environ.get("FEED_SIZE", "100"))
-FEED_TTL = timedelta(hours=float(os.environ.get("FEED_TTL_HOURS", "24")))
+FEED_SIZE = settings.current().feed_size
+FEED_TTL = timedelta(hours=settings.current().feed_ttl_hours)
 RECENT_EVERY = 5                         # every 5th slot is a recent slot: 20 %
 RECENT_SLOTS = FEED_SIZE // RECENT_EVERY
 SCORED_SLOTS = FEED_SIZE - RECENT_SLOTS
@@ -84,7 +85,7 @@ AUTHOR_CAP_SCORED = AUTHOR_CAP_WINDOW - AUTHOR_CAP_WINDOW // RECENT_EVERY
 SLOT_BASE = RECENT_EVERY * FEED_SIZE + 1
 
 # --- Jobs.
-SCORE_CHUNK_SIZE = int(os.environ.get("FEED_SCORE_CHUNK_SIZE", "250"))   # users per feed.score_users
+SCORE_CHUNK_SIZE = settings.current().feed_score_chunk_size   # users per feed.score_users
 ACTIVE_WINDOW = timedelta(days=7)       # a user with any activity in it is "active"
 EXPIRE_BATCH = 5000                     # rows per DELETE of the expiry sweep
 EXPIRE_MAX_BATCHES = 200                # one sweep deletes at most 1 M rows, then yields

@@ -3,7 +3,7 @@ from sqlalchemy import text
 
 from db.session import session_scope
 from tasks.feed.tasks import refresh_user, score_users, update_trending
-from workers.demo import DemoGraph
+from workers.dev.demo import DemoGraph
 
 FAMILY = "feed"
 REFRESHED = ("alice", "bob")

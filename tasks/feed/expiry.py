@@ -6,7 +6,7 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from tasks.feed.locks import try_job_lock
+from db.locks import try_xact_lock
 
 JOB_NAME = "feed.expire_items"
 
@@ -21,7 +21,7 @@ DELETE FROM feed_items WHERE id IN (
 
 def expire_batch(session: Session, now: datetime, batch: int) -> int | None:
     """Delete up to ``batch`` expired rows; None when another sweep holds the lock. Never commits."""
-    if not try_job_lock(session, JOB_NAME):
+    if not try_xact_lock(session, "feed.job", JOB_NAME):
         return None
     return session.execute(EXPIRE_BATCH_SQL, {"now": now, "batch": batch}).rowcount
 

@@ -14,12 +14,13 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from db.locks import lock_key, try_xact_lock_many, xact_lock_many
 from tasks.feed import algorithm as A
 
 # Advisory lock class (two-int4 form) for "this user's feed is being rewritten".
 # A chunk skips users locked by someone else: that writer produces an equally
 # fresh feed, and skipping cannot deadlock or wait behind a slow chunk.
-FEED_USER_LOCK_CLASS = 0x0FEED
+USER_LOCK_NAMESPACE = "feed.user"
 
 
 def _score_sql() -> str:
@@ -155,17 +156,15 @@ class ScoreResult:
 
 def lock_users(session: Session, user_ids: list[int], *, wait: bool = False) -> list[int]:
     """Take this transaction's per-user feed locks; return the ids obtained (sorted)."""
-    ids = sorted(set(user_ids))
-    if not ids:
+    keys = [lock_key(USER_LOCK_NAMESPACE, user_id) for user_id in set(user_ids)]
+    if not keys:
         return []
     if wait:
-        session.execute(text(
-            "SELECT pg_advisory_xact_lock(:cls, u) FROM (SELECT unnest(CAST(:ids AS integer[])) AS u ORDER BY u) s"),
-            {"cls": FEED_USER_LOCK_CLASS, "ids": ids})
-        return ids
-    return list(session.execute(text(
-        "SELECT u FROM (SELECT unnest(CAST(:ids AS integer[])) AS u ORDER BY u) s"
-        " WHERE pg_try_advisory_xact_lock(:cls, u)"), {"cls": FEED_USER_LOCK_CLASS, "ids": ids}).scalars())
+        xact_lock_many(session, keys)
+        obtained = keys
+    else:
+        obtained = try_xact_lock_many(session, keys)
+    return sorted(int(key.rpartition(":")[2]) for key in obtained)
 
 
 def score_users(session: Session, user_ids: list[int], now: datetime, *, wait_for_lock: bool = False) -> ScoreResult:

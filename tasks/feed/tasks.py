@@ -9,7 +9,7 @@ from db.models import User
 from db.session import session_scope
 from tasks.feed import expiry, scoring, trending
 from tasks.feed.active import dispatch_active_users
-from tasks.maintenance.heartbeat import record_heartbeat
+from db.heartbeats import record_heartbeat
 from workers.task import job
 
 

@@ -6,8 +6,8 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from db.locks import try_xact_lock
 from tasks.feed import algorithm as A
-from tasks.feed.locks import try_job_lock
 
 JOB_NAME = "feed.update_trending"
 
@@ -33,7 +33,7 @@ REFRESH_SQL = text("REFRESH MATERIALIZED VIEW CONCURRENTLY popular_posts")
 
 def update_trending(session: Session, now: datetime) -> dict:
     """Rescore the window and refresh the view; skipped if another run holds the lock. Never commits."""
-    if not try_job_lock(session, JOB_NAME):
+    if not try_xact_lock(session, "feed.job", JOB_NAME):
         return {"status": "skipped", "reason": "previous run still in progress"}
     updated = session.execute(UPDATE_SCORES_SQL, {"now": now, "window_start": now - A.TRENDING_WINDOW}).rowcount
     # CONCURRENTLY: readers of popular_posts (every feed chunk) are never blocked.

@@ -18,7 +18,7 @@ from db.models import MediaFile
 from db.session import session_scope
 from tasks.images import storage
 from tasks.images.tasks import process_post_photo, process_profile_photo
-from workers.demo import DemoGraph
+from workers.dev.demo import DemoGraph
 
 FAMILY = "images"
 EXPECTED_FAILURES = 0  # a rejected upload is a successful task that records FAILED

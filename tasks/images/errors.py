@@ -18,11 +18,13 @@ TOO_SMALL = "too_small"                # short side under MIN_SIDE
 CORRUPT = "corrupt"                    # header or pixel data cannot be decoded (truncated, garbage)
 TIMEOUT = "timeout"                    # the queue's soft time limit fired while decoding
 OUT_OF_MEMORY = "out_of_memory"        # the decoder could not allocate
-WORKER_LOST = "worker_lost"            # this upload's processing was started too many times
+WORKER_LOST = "worker_lost"            # its worker died on every delivery: a poison pill, dead-lettered
+DEAD_LETTERED = "dead_lettered"        # its task was dead-lettered for another reason (retries exhausted, ...)
 INTERNAL_ERROR = "internal_error"      # a bug: recorded, and the task fails visibly (not retried)
 
 ALL_CODES = (BAD_PATH, NOT_FOUND, EMPTY_FILE, TOO_LARGE, UNSUPPORTED_FORMAT, TOO_MANY_PIXELS,
-             TOO_MANY_FRAMES, TOO_SMALL, CORRUPT, TIMEOUT, OUT_OF_MEMORY, WORKER_LOST, INTERNAL_ERROR)
+             TOO_MANY_FRAMES, TOO_SMALL, CORRUPT, TIMEOUT, OUT_OF_MEMORY, WORKER_LOST, DEAD_LETTERED,
+             INTERNAL_ERROR)
 
 
 class ImageRejected(JobError):

@@ -17,20 +17,19 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from db.locks import xact_lock
 from db.models import MediaFile, Post, ProcessingStatus, User
 from tasks.images import storage
-from tasks.images.errors import WORKER_LOST, ImageRejected
+from tasks.images.errors import ImageRejected
 from tasks.images.pipeline import Rendered
 
-# A row whose processing was started this many times without finishing is failed
-# as worker_lost: a file that kills its worker (OOM, segfault) is requeued by
-# acks_late + reject_on_worker_lost and would otherwise loop forever. Transient
-# retries also count, so this sits above the @job retry budget (5).
-MAX_STARTS = 8
+# A file that kills its worker (OOM, segfault) is requeued by acks_late +
+# reject_on_worker_lost; the one poison-pill guard (workers/reliability/deliveries.py)
+# dead-letters it after TASK_MAX_DELIVERIES, and ``close_out`` then fails its row.
 
 
 @dataclass(frozen=True)
@@ -52,6 +51,13 @@ class Start:
     status: ProcessingStatus
     attempts: int
     summary: dict | None = None    # set when the row was already finished
+
+
+def find_subject(session: Session, purpose: str, subject_id: int | str) -> Subject | None:
+    """The subject of an upload, or None when its user or post is gone."""
+    if purpose == "profile_photo":
+        return profile_subject(session, subject_id)
+    return post_subject(session, subject_id)
 
 
 def profile_subject(session: Session, user_id: int) -> Subject | None:
@@ -100,8 +106,7 @@ def begin_processing(session: Session, subject: Subject, source_path: str) -> St
 
 def lock_subject(session: Session, subject: Subject) -> None:
     """Serialise writers and deleters of one subject's variants until the transaction ends."""
-    session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
-                    {"key": f"images:{subject.purpose}:{subject.key}"})
+    xact_lock(session, "images.subject", subject.purpose, subject.key)
 
 
 def summarize(media: MediaFile, *, duplicate: bool = False) -> dict[str, Any]:
@@ -158,10 +163,21 @@ def fail(session: Session, media_id: str, rejection: ImageRejected, extra: dict 
     return summarize(media)
 
 
-def too_many_starts(start: Start) -> ImageRejected | None:
-    if start.attempts > MAX_STARTS:
-        return ImageRejected(WORKER_LOST, f"processing was started {start.attempts} times without finishing")
-    return None
+def close_out(session: Session, subject: Subject, source_path: str, rejection: ImageRejected) -> None:
+    """Fail an upload that will not be processed again (its task was dead-lettered).
+
+    An upsert: the task may have died before its first transaction created the
+    row. A row already COMPLETED or FAILED is left as it is.
+    """
+    values = _row_values(subject, source_path, ProcessingStatus.FAILED, 0)
+    # The table, not the mapped class: its column is named `metadata`, which the ORM reserves.
+    table = MediaFile.__table__
+    statement = insert(table).values(**values, metadata={"error_code": rejection.code, "message": rejection.message})
+    session.execute(statement.on_conflict_do_update(
+        index_elements=[table.c.dedupe_key],
+        set_={"processing_status": ProcessingStatus.FAILED, "metadata": statement.excluded["metadata"],
+              "updated_at": func.now()},
+        where=table.c.processing_status.in_([ProcessingStatus.PENDING, ProcessingStatus.PROCESSING])))
 
 
 def finish(session: Session, subject: Subject, media_id: str, rendered: Rendered) -> dict:

@@ -18,9 +18,9 @@ import stat
 import uuid
 from pathlib import Path, PurePosixPath
 
-from tasks.images.errors import BAD_PATH, EMPTY_FILE, NOT_FOUND, TOO_LARGE, ImageRejected
-from tasks.images.pipeline import MAX_FILE_BYTES, VARIANT_SIZES
-from workers.embedded import PROJECT_ROOT, data_dir
+import settings
+from tasks.images.errors import BAD_PATH, NOT_FOUND, ImageRejected
+from tasks.images.pipeline import MAX_FILE_BYTES, VARIANT_SIZES, check_size
 
 FOLDERS = {"profile_photo": "profile_photos", "post_photo": "post_photos"}
 PREFIXES = {"profile_photo": "profile", "post_photo": "post"}
@@ -32,15 +32,11 @@ MAX_SOURCE_PATH = 1024
 
 
 def media_root() -> Path:
-    configured = os.environ.get("MEDIA_ROOT")
-    if not configured:
-        return data_dir() / "media"
-    path = Path(configured)
-    return (path if path.is_absolute() else PROJECT_ROOT / path).resolve()
+    return settings.current().media_path
 
 
 def media_url() -> str:
-    return os.environ.get("MEDIA_URL", "/media").rstrip("/")
+    return settings.current().media_url.rstrip("/")
 
 
 def uploads_dir() -> Path:
@@ -114,18 +110,12 @@ def read_upload(source_path: str) -> bytes:
         opened = Path(os.readlink(f"/proc/self/fd/{fd}")) if Path("/proc/self/fd").exists() else real
         if not opened.is_relative_to(uploads_dir().resolve()):
             raise _reject(BAD_PATH, "the opened file is outside uploads/")
-        if info.st_size == 0:
-            raise _reject(EMPTY_FILE, "the upload is empty")
-        if info.st_size > MAX_FILE_BYTES:
-            raise _reject(TOO_LARGE, f"{info.st_size:,} bytes; the limit is {MAX_FILE_BYTES:,}")
+        check_size(info.st_size)  # before reading: a huge file is refused unread
         with os.fdopen(fd, "rb", closefd=False) as stream:
             data = stream.read(MAX_FILE_BYTES + 1)
     finally:
         os.close(fd)
-    if not data:
-        raise _reject(EMPTY_FILE, "the upload is empty")
-    if len(data) > MAX_FILE_BYTES:
-        raise _reject(TOO_LARGE, f"more than {MAX_FILE_BYTES:,} bytes")
+    check_size(len(data))  # the file may have changed since fstat
     return data
 
 

@@ -1,5 +1,5 @@
 """Demo: canary round trips through every layer."""
-from workers.demo import DemoGraph
+from workers.dev.demo import DemoGraph
 from tasks.maintenance.tasks import echo, noop
 
 FAMILY = "maintenance"

@@ -1,5 +1,5 @@
 from db.session import session_scope
-from tasks.maintenance.heartbeat import record_heartbeat
+from db.heartbeats import record_heartbeat
 from workers.task import job
 
 

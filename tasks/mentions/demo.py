@@ -4,7 +4,7 @@ from sqlalchemy import func, select
 from db.models import Notification
 from db.session import session_scope
 from tasks.mentions.tasks import extract
-from workers.demo import DemoGraph
+from workers.dev.demo import DemoGraph
 
 FAMILY = "mentions"
 

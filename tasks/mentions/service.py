@@ -1,11 +1,10 @@
 """Notify the users a post or comment mentions (seed 000 "Mention System").
 
 No mention table: the parser finds candidates, one case-insensitive query
-(``lower(username)``, index idx_users_username_lower) validates them, and each
-mention notification carries the dedupe key ``mention:post:<id>`` or
-``mention:comment:<id>`` per recipient. Re-running after an edit therefore
-notifies only users mentioned for the first time, and a redelivered task
-notifies no one twice.
+(``lower(username)``, index idx_users_username_lower) validates them, and the
+notifications family's ``record_mentions`` notifies each recipient at most once
+per post or comment. Re-running after an edit therefore notifies only users
+mentioned for the first time, and a redelivered task notifies no one twice.
 """
 from __future__ import annotations
 
@@ -16,7 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from tasks.mentions.parser import extract_mentions
-from tasks.notifications.batching import Event, apply_events
+from tasks.notifications import record_mentions
 
 MAX_NOTIFIED_MENTIONS = 10  # distinct mentioned users (author excluded) per post or comment
 
@@ -82,11 +81,10 @@ def notify_mentions(session: Session, source: MentionSource) -> MentionResult:
     if len(recipients) > MAX_NOTIFIED_MENTIONS:
         result.skipped_reason = f"too_many_mentions: {len(recipients)} users mentioned, limit {MAX_NOTIFIED_MENTIONS}"
         return result
-    extra = {"comment_id": source.id} if source.kind == "comment" else {}
-    events = [Event(kind="mention", recipient_id=user_id, actor_id=source.author_id,
-                    actor_name=source.author_name, post_id=source.post_id, event_at=source.event_at,
-                    dedupe_key=f"mention:{source.kind}:{source.id}", extra=extra)
-              for user_id, _username in recipients]
-    for (_user_id, username), outcome in zip(recipients, apply_events(session, events)):
-        (result.already_notified if outcome.status == "duplicate" else result.notified).append(username)
+    statuses = record_mentions(
+        session, source_kind=source.kind, source_id=source.id, post_id=source.post_id,
+        author_id=source.author_id, author_name=source.author_name, event_at=source.event_at,
+        recipient_ids=[user_id for user_id, _username in recipients])
+    for (_user_id, username), status in zip(recipients, statuses):
+        (result.already_notified if status == "duplicate" else result.notified).append(username)
     return result

@@ -4,7 +4,7 @@ from sqlalchemy import select
 from db.models import Follow, Like, Notification
 from db.session import session_scope
 from tasks.notifications.tasks import record
-from workers.demo import DemoGraph
+from workers.dev.demo import DemoGraph
 
 FAMILY = "notifications"
 

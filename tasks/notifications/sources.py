@@ -1,14 +1,17 @@
 """Turn source rows (likes, reactions, follows, shares, comments) into events.
 
 One query per call whatever the number of ids; a row that no longer exists
-(un-liked before the task ran) simply yields no event.
+(un-liked before the task ran) simply yields no event. Mentions come already
+found and validated by the mentions family (``record_mentions``).
 """
 from __future__ import annotations
+
+from datetime import datetime
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from tasks.notifications.batching import Event
+from tasks.notifications.batching import Event, apply_events
 from tasks.notifications.config import BATCH_CONFIGS
 
 _POST_SOURCE = """
@@ -68,6 +71,28 @@ def load_events(session: Session, kind: str, source_ids: list[str], *, lock: boo
                   actor_name=row["actor_name"], post_id=row["post_id"], event_at=row["event_at"],
                   dedupe_key=f"{kind}:{row['source_id']}", extra=row["extra"] or {})
             for row in rows]
+
+
+MENTION_SOURCE_KINDS = ("post", "comment")
+
+
+def record_mentions(session: Session, *, source_kind: str, source_id: str, post_id: str, author_id: int,
+                    author_name: str, event_at: datetime, recipient_ids: list[int]) -> list[str]:
+    """Notify the users a post or comment mentions; the caller commits.
+
+    The dedupe key ``mention:<source_kind>:<source_id>`` makes a rerun (an edit,
+    a redelivered task) notify each recipient at most once per post or comment.
+    Returns one status per recipient, in order: ``duplicate`` when this source
+    already notified them, else created, batched, converted or folded (``self``
+    for the author).
+    """
+    if source_kind not in MENTION_SOURCE_KINDS:
+        raise ValueError(f"source_kind must be one of {MENTION_SOURCE_KINDS}, not {source_kind!r}")
+    events = [Event(kind="mention", recipient_id=recipient_id, actor_id=author_id, actor_name=author_name,
+                    post_id=post_id, event_at=event_at, dedupe_key=f"mention:{source_kind}:{source_id}",
+                    extra={"comment_id": source_id} if source_kind == "comment" else {})
+              for recipient_id in recipient_ids]
+    return [outcome.status for outcome in apply_events(session, events)]
 
 
 _STILL_PRESENT_SQL = {

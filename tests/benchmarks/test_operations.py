@@ -7,8 +7,8 @@ import redis
 
 def test_per_task_guard_overhead(celery_app, bench_record):
     """Delivery counting (poison pills) + duration histogram: two pipelined Redis round trips per task."""
-    from workers import deliveries
-    from workers.metrics import observe
+    from workers.reliability import deliveries
+    from workers.observability.metrics import observe
 
     client = redis.Redis.from_url(celery_app.conf.broker_url)
     count = 3000

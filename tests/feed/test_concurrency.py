@@ -12,8 +12,8 @@ from db.session import new_session
 from tasks.feed import algorithm as A
 from tasks.feed import expiry
 from tasks.feed.active import dispatch_active_users
-from tasks.feed.locks import try_job_lock
 from tasks.feed.read import read_feed
+from db.locks import try_xact_lock
 from tasks.feed.scoring import lock_users, score_users
 from tasks.feed.trending import update_trending
 from tests.feed.conftest import NOW, Graph
@@ -119,7 +119,7 @@ def test_an_overlapping_periodic_run_exits_cleanly(clean_db, job):
     running = new_session()
     second = new_session()
     try:
-        assert try_job_lock(running, name)              # the "still running" predecessor
+        assert try_xact_lock(running, "feed.job", name)              # the "still running" predecessor
         if job == "trending":
             result = update_trending(second, NOW)
         elif job == "dispatch":
@@ -130,7 +130,7 @@ def test_an_overlapping_periodic_run_exits_cleanly(clean_db, job):
             result = expiry.sweep_expired(NOW, scope=_scope)
         assert result["status"] == "skipped"
         running.rollback()                               # predecessor finished
-        assert try_job_lock(second, name)
+        assert try_xact_lock(second, "feed.job", name)
     finally:
         running.close()
         second.rollback()

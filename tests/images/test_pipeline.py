@@ -7,7 +7,7 @@ import tracemalloc
 import pytest
 from PIL import Image, ImageDraw
 
-from tasks.images import blurhash, pipeline, saliency
+from tasks.images import pipeline, saliency
 from tasks.images.errors import ALL_CODES, ImageRejected
 from tests.images import corpus
 
@@ -151,12 +151,19 @@ def test_attention_crop_follows_the_interesting_part_and_falls_back_to_centre():
     assert method == "attention" and box[1] <= 150 and box[3] - box[1] == 300
 
 
-def test_blurhash_matches_the_reference_encoder():
-    import blurhash as reference
+def test_blurhash_is_the_packages_encoding_of_the_thumbnail():
+    import blurhash as package
 
-    image = corpus.photo_like(16, 16)
-    rows = [[list(image.getpixel((x, y))) for x in range(16)] for y in range(16)]
-    assert blurhash.encode(image, 4, 3, size=16) == reference.encode(rows, 4, 3)
+    photo = corpus.photo_jpeg(800, 600)
+    rendered = pipeline.render(photo)
+    thumbnail = Image.open(io.BytesIO(rendered.variants["thumbnail"]))
+    # Decoding the hash gives back the photo's broad colour: compare with the thumbnail's mean.
+    decoded = package.decode(rendered.blurhash, 4, 4)
+    mean_decoded = [sum(px[c] for row in decoded for px in row) / 16 for c in range(3)]
+    mean_thumb = thumbnail.convert("RGB").resize((1, 1), Image.BOX).getpixel((0, 0))
+    assert all(abs(a - b) < 40 for a, b in zip(mean_decoded, mean_thumb)), (mean_decoded, mean_thumb)
+    assert len(rendered.blurhash) == 28  # 4x3 components
+    assert pipeline.render(photo).blurhash == rendered.blurhash  # same upload, same placeholder
 
 
 def test_dominant_colour_of_a_mostly_red_picture_is_red():

@@ -58,7 +58,7 @@ def test_media_root_defaults_under_data_dir_and_relative_paths_use_the_project_r
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
     assert storage.media_root() == (tmp_path / "data" / "media").resolve()
     monkeypatch.setenv("MEDIA_ROOT", "some/media")
-    assert storage.media_root() == (storage.PROJECT_ROOT / "some" / "media").resolve()
+    assert storage.media_root() == (__import__("settings").PROJECT_ROOT / "some" / "media").resolve()
 
 
 def test_variant_names_are_deterministic_and_urls_round_trip(media_root):

@@ -115,15 +115,28 @@ def test_a_task_whose_worker_died_mid_way_is_redelivered_and_completes(clean_db,
     assert user_row(user_id).profile_photo_filename == row.filename
 
 
-def test_a_file_that_keeps_killing_workers_is_failed_as_worker_lost(clean_db, media_root, put_upload):
+def test_close_out_fails_an_upload_in_progress_and_keeps_finished_ones(clean_db, media_root, put_upload):
+    from tasks.images.workflow import close_out
+    from workers.reliability.dead_letters import Failure
+
     user_id = make_user()
-    source = put_upload("poison.jpg", corpus.photo_jpeg(300, 300))
-    for _ in range(service.MAX_STARTS):
-        with session_scope() as session:
-            service.begin_processing(session, service.Subject("profile_photo", user_id), source)
-    summary = process_profile_photo(user_id, source)
-    assert summary["status"] == "FAILED" and summary["error_code"] == "worker_lost"
-    assert files(media_root) == set()
+    stuck = put_upload("stuck.jpg", corpus.photo_jpeg(300, 300))
+    done = put_upload("done.jpg", corpus.photo_jpeg(300, 300))
+    with session_scope() as session:
+        service.begin_processing(session, service.Subject("profile_photo", user_id), stuck)
+    assert process_profile_photo(user_id, done)["status"] == "COMPLETED"
+    pill = Failure(task_id="t", task_name="images.process_profile_photo", exception_type="PoisonPill",
+                   exception_message="", error_code="poison_pill", attempts=6)
+    hook = close_out("profile_photo")
+    hook([user_id, stuck], {}, pill)
+    hook([user_id, done], {}, pill)
+    hook([], {"user_id": user_id, "source_path": "never-started.jpg"}, pill)  # died before its first commit
+    by_source = {row.original_name: row for row in rows(user_id=user_id)}
+    assert by_source[stuck].processing_status.value == "FAILED"
+    assert by_source[stuck].meta["error_code"] == "worker_lost"
+    assert by_source[done].processing_status.value == "COMPLETED"
+    assert by_source["never-started.jpg"].meta["error_code"] == "worker_lost"
+    hook(["not-an-id"], {}, pill)  # arguments the task itself refused: nothing to close, no error
 
 
 def test_an_older_upload_finishing_late_does_not_take_the_photo_back(clean_db, media_root, put_upload):
@@ -228,7 +241,7 @@ def test_a_transient_database_error_is_raised_for_retry_and_the_retry_converges(
     source = put_upload("t.jpg", corpus.photo_jpeg(300, 300))
     with engine.connect() as blocker:
         blocker.execute(text("SELECT pg_advisory_lock(hashtextextended(:key, 0))"),
-                        {"key": f"images:profile_photo:{user_id}"})
+                        {"key": f"images.subject:profile_photo:{user_id}"})
         monkeypatch.setenv("PGOPTIONS", "-c lock_timeout=300")
         reset_engine()
         try:

@@ -44,6 +44,22 @@ CASES = [
     ("*@bob", []),
     ("@@bob", []),
     ("é@bob", []),                              # unicode letter before
+    ("я@bob", []),
+    ("foo@bar", []),
+    ("日本a@bob", []),                            # a Latin letter right before, even in CJK text
+    # CJK scripts have no spaces between words: a letter of theirs may precede the @
+    ("の@usernameに到着を待っている", ["username"]),  # twitter-text conformance, extract.yml
+    ("…の@alice に…", ["alice"]),
+    ("ありがとう@alice", ["alice"]),              # hiragana
+    ("サンキュー@alice", ["alice"]),              # katakana (ー included)
+    ("ｻﾝｷｭｰ@alice", ["alice"]),                  # halfwidth katakana
+    ("感謝@alice", ["alice"]),                    # kanji
+    ("人々@alice", ["alice"]),                    # iteration mark
+    ("谢谢@alice和@bob", ["alice", "bob"]),       # Chinese
+    ("謝謝𠀋@alice", ["alice"]),                  # Han beyond the BMP
+    ("감사합니다@alice", ["alice"]),              # Korean hangul
+    ("ありがとう＠alice、@bobさん", ["alice", "bob"]),
+    ("メールはbob@example.comまで", []),          # still an email: Latin letter before
     # what may not follow the name
     ("@a@b.com", []),
     ("@bob@", []),
@@ -61,6 +77,8 @@ CASES = [
     ("```\n@bob in a block\n```\n@carol", ["carol"]),
     ("~~~python\nprint('@bob')\n~~~", []),
     ("```\nunterminated @bob", []),
+    ("``@bob`", ["bob"]),                        # no closing run of the same length: literal
+    ("`` a `@bob` b", []),                       # an unclosed run does not hide a later span
     ("see https://example.com/@bob for @carol", ["carol"]),
     ("http://t.co/@bob?x=@dave", []),
     ("www.example.com/@bob", []),

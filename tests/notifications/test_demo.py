@@ -8,7 +8,7 @@ pytestmark = pytest.mark.integration
 def test_demo_enqueues_and_summarizes(clean_db, celery_worker):
     from tasks.mentions import demo as mentions_demo
     from tasks.notifications import demo as notifications_demo
-    from workers.demo import load_demo_graph
+    from workers.dev.demo import load_demo_graph
 
     graph = load_demo_graph()
     results = notifications_demo.enqueue(graph) + mentions_demo.enqueue(graph)

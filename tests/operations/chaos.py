@@ -42,7 +42,7 @@ def canary_rows(engine, prefix: str) -> int:
 
 def redeliveries(redis_client, task_ids) -> int:
     """Deliveries beyond the first, summed over the tasks (from the poison-pill counters)."""
-    from workers.deliveries import key
+    from workers.reliability.deliveries import key
 
     pipe = redis_client.pipeline(transaction=False)
     for task_id in task_ids:
@@ -55,7 +55,7 @@ class PrivateRedis:
     without touching the shared embedded one."""
 
     def __init__(self, directory: Path, port: int):
-        from workers.embedded import _redis_binary
+        from workers.dev.embedded import _redis_binary
 
         self.binary, self.dir, self.port = str(_redis_binary()), directory, port
         self.dir.mkdir(parents=True, exist_ok=True)

@@ -45,7 +45,7 @@ def test_wrong_or_missing_arguments(celery_worker, clean_db, serves_noop, args, 
 
 
 def test_oversized_payload_is_refused_before_running(celery_worker, clean_db, serves_noop, caplog):
-    from workers.consumer import MAX_MESSAGE_BYTES
+    from workers.reliability.consumer import MAX_MESSAGE_BYTES
 
     name = f"big-{uuid.uuid4().hex[:6]}"
     headers = task_headers("maintenance.canary")

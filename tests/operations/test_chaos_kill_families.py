@@ -70,8 +70,8 @@ def build_world(media: Path, likers: int, profiles: int, post_photos: int) -> di
 
 def gate_names(world: dict) -> list[str]:
     """The advisory-lock names the tasks of this world take (see the module docstring)."""
-    names = [f"images:profile_photo:{uid}" for uid in world["profile_uploads"]]
-    names += [f"images:post_photo:{pid}" for pid in world["post_uploads"]]
+    names = [f"images.subject:profile_photo:{uid}" for uid in world["profile_uploads"]]
+    names += [f"images.subject:post_photo:{pid}" for pid in world["post_uploads"]]
     names.append(lock_name(world["author"], f"post_interaction:post:{world['liked_post']}"))
     return names
 

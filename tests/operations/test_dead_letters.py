@@ -65,7 +65,7 @@ def test_exhausted_retries_become_a_dead_letter_and_retry_resends_it(clean_db, i
     """A transient error (lock timeout) on the last allowed attempt dead-letters the task;
     `dead retry` re-sends it with the same id once the lock is gone, and it succeeds."""
     from db.session import session_scope
-    from workers.deadletters import retry
+    from workers.reliability.dead_letters import retry
 
     celery_app = isolated.app
     isolated.start_worker("retrydl", ["maintenance"], extra_env={"PGOPTIONS": "-c lock_timeout=300"})
@@ -105,7 +105,7 @@ def test_cli_retry_of_an_unknown_id_fails(clean_db):
 
 
 def test_retry_refuses_a_letter_without_arguments(db_session):
-    from workers.deadletters import Failure, NotRetryable, record, retry
+    from workers.reliability.dead_letters import Failure, NotRetryable, record, retry
     from db.models import DeadLetter
 
     record(db_session, Failure(task_id="bad-1", task_name="maintenance.echo", exception_type="DecodeError",
@@ -116,7 +116,7 @@ def test_retry_refuses_a_letter_without_arguments(db_session):
 
 
 def test_purge_deletes_only_letters_older_than_the_cutoff(db_session):
-    from workers.deadletters import Failure, parse_duration, purge, record
+    from workers.reliability.dead_letters import Failure, parse_duration, purge, record
 
     with freeze_time("2026-01-01 12:00:00"):
         old_at = datetime.now(timezone.utc)

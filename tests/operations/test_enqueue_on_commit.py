@@ -20,7 +20,7 @@ def heartbeat_exists(engine, name: str) -> bool:
 def test_rolled_back_transaction_enqueues_nothing(celery_worker, clean_db):
     from db.session import new_session
     from tasks.maintenance.tasks import canary
-    from workers.transactional import enqueue_on_commit, pending
+    from workers.reliability.enqueue import enqueue_on_commit, pending
 
     name = f"rb-{uuid.uuid4().hex[:8]}"
     session = new_session()
@@ -45,7 +45,7 @@ def test_rolled_back_transaction_enqueues_nothing(celery_worker, clean_db):
 def test_committed_transaction_sends_after_the_commit(celery_worker, clean_db):
     from db.session import new_session
     from tasks.maintenance.tasks import canary
-    from workers.transactional import enqueue_on_commit
+    from workers.reliability.enqueue import enqueue_on_commit
 
     name = f"ok-{uuid.uuid4().hex[:8]}"
     session = new_session()

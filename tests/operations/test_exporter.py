@@ -30,7 +30,7 @@ def test_exporter_reports_queues_durations_beat_and_dead_letters(isolated, clean
     from sqlalchemy import text
 
     from db.session import session_scope
-    from workers.deadletters import Failure, record
+    from workers.reliability.dead_letters import Failure, record
 
     app = isolated.app
     isolated.start_worker("exporter", ["maintenance"], concurrency=1)

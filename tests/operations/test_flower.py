@@ -9,6 +9,7 @@ import time
 import urllib.error
 import urllib.request
 
+import psutil
 import pytest
 
 from tests.conftest import ROOT, stop_process
@@ -55,8 +56,13 @@ def test_flower_enforces_basic_auth_and_keeps_state(tmp_path, celery_app):
         assert http_status(base + "/api/workers") == 401
         assert http_status(base + "/", auth="ops:wrong") == 401
         assert http_status(base + "/", auth=auth) == 200
-        # Documented: Flower's Prometheus endpoint is served without auth.
-        assert http_status(base + "/metrics") == 200
+        # Flower's Prometheus endpoint is an operator endpoint too.
+        assert http_status(base + "/metrics") == 401
+        assert http_status(base + "/metrics", auth="ops:wrong") == 401
+        assert http_status(base + "/metrics", auth=auth) == 200
+        # The password is never on a command line, where every local user can read it.
+        cmdlines = [" ".join(p.cmdline()) for p in psutil.Process(proc.pid).children(recursive=True) + [psutil.Process(proc.pid)]]
+        assert not any("s3cret-pass" in line for line in cmdlines), cmdlines
     finally:
         stop_process(proc)
     state = tmp_path / "flower" / "flower.db"
@@ -71,11 +77,11 @@ def test_flower_refuses_a_public_address_without_credentials(tmp_path):
 
 
 def test_flower_argv_bounds_tasks_and_persists(tmp_path, monkeypatch):
-    from workers.flower import flower_argv
+    from workers.observability.flower import flower_argv
 
     monkeypatch.setenv("DATA_DIR", str(tmp_path))
     monkeypatch.setenv("FLOWER_MAX_TASKS", "500")
-    argv = flower_argv("127.0.0.1", 5555, "a:b")
+    argv = flower_argv("127.0.0.1", 5555)
     assert "--max_tasks=500" in argv and "--persistent=True" in argv
+    assert not any("basic" in arg for arg in argv)
     assert f"--db={tmp_path / 'flower' / 'flower.db'}" in argv
-    assert "--basic-auth=a:b" in argv

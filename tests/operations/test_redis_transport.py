@@ -8,7 +8,7 @@ import redis
 
 
 def test_redis_urls_use_the_project_transport(celery_app):
-    from workers.redis_transport import QoS, Transport
+    from workers.reliability.redis_transport import QoS, Transport
 
     with celery_app.connection_for_write() as connection:
         assert isinstance(connection.transport, Transport)
@@ -17,7 +17,7 @@ def test_redis_urls_use_the_project_transport(celery_app):
 
 
 def test_a_kept_message_is_requeued_at_the_head_of_its_queue(isolated):
-    from workers import redis_transport
+    from workers.reliability import redis_transport
 
     payload = {"body": "e30=", "headers": {"id": "kept-1", "task": "maintenance.noop"},
                "properties": {"delivery_info": {"exchange": "maintenance", "routing_key": "maintenance"}},

@@ -16,7 +16,7 @@ TOTAL, BATCHES, WARMUP_BATCHES = 20_000, 10, 2
 
 
 def finished(client) -> dict[str, int]:
-    from workers.metrics import read_histograms
+    from workers.observability.metrics import read_histograms
 
     totals: dict[str, int] = {}
     for (_task, state), histogram in read_histograms(client).items():

@@ -17,23 +17,23 @@ pytestmark = pytest.mark.integration
 
 def test_healthy_with_fresh_beat_and_reports_dead_letters(celery_worker, clean_db):
     from db.session import session_scope
-    from tasks.maintenance.heartbeat import record_heartbeat
-    from workers.deadletters import Failure, record
-    from workers.status import HEALTHY, collect
+    from db.heartbeats import record_heartbeat
+    from workers.reliability.dead_letters import Failure, record
+    from workers.observability.status import HEALTHY, collect
 
     with session_scope() as session:
         record_heartbeat(session, "maintenance.beat_heartbeat")
         record(session, Failure("st-1", "maintenance.echo", "InvalidArguments", "bad", "invalid_arguments"))
     report = collect()
     assert report["exit_code"] == HEALTHY, report["problems"]
-    assert report["dead_letters"] == {"total": 1, "dead": 1, "last_hour": 1}
+    assert report["dead_letters"] == {"total": 1, "dead": 1, "retried": 0, "last_hour": 1}
     assert report["canary_ms"] is not None
 
 
 def test_stale_beat_is_degraded(celery_worker, clean_db):
     from db.session import session_scope
-    from tasks.maintenance.heartbeat import record_heartbeat
-    from workers.status import DEGRADED, collect
+    from db.heartbeats import record_heartbeat
+    from workers.observability.status import DEGRADED, collect
 
     with session_scope() as session:
         record_heartbeat(session, "maintenance.beat_heartbeat", at=datetime.now(timezone.utc) - timedelta(minutes=10))

@@ -12,7 +12,8 @@ import subprocess
 import sys
 import time
 
-from workers.embedded import data_dir
+import settings
+from workers.dev.embedded import data_dir
 
 # Queue groups: images are CPU- and memory-heavy and get their own pool so a
 # burst of uploads cannot starve notifications; feed scoring runs long chunks.
@@ -52,20 +53,22 @@ def _raise_keyboard_interrupt(signum, frame):
 
 
 def run(once: bool = False, demo: bool = True) -> int:
-    from workers import embedded
+    from workers.dev import embedded
 
     # The children run in their own sessions so a terminal's Ctrl-C reaches only
     # this process; SIGTERM (from `timeout`, systemd, an IDE) must therefore take
     # the same clean path, or the workers, beat and Flower would be orphaned.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    from workers.flower import generate_credentials
+    from workers.observability.flower import resolve_credentials
 
     print("resolving services ...", flush=True)
-    db_url, broker = embedded.database_url(), embedded.broker_url()
-    print(f"  database: {db_url}\n  broker:   {broker}")
+    started = embedded.ensure_environment()
+    found = settings.current()
+    print(f"  database: {settings.mask_url(found.database_url)}\n  broker:   {settings.mask_url(found.broker_url)}"
+          + (f"\n  started embedded: {', '.join(started)}" if started else ""))
 
     from db.migrate import upgrade
-    from workers import app
+    from workers.celery_app import app
     from workers.lifecycle import check_visibility_timeout
 
     check_visibility_timeout(app.conf)
@@ -74,15 +77,16 @@ def run(once: bool = False, demo: bool = True) -> int:
 
     logs = data_dir() / "logs"
     logs.mkdir(exist_ok=True)
-    env = dict(os.environ, DATABASE_URL=db_url, BROKER_URL=broker)
-    env.setdefault("FLOWER_BASIC_AUTH", generate_credentials())
+    env = dict(os.environ)
+    # Generated into a 0600 file whose path is printed, never the password itself.
+    env["FLOWER_BASIC_AUTH"] = resolve_credentials("127.0.0.1")
 
     commands = {f"worker-{group}": worker_argv(group, queues) for group, queues in WORKER_GROUPS.items()}
     commands["beat"] = beat_argv()
     commands["flower"] = [sys.executable, "-m", "workers", "flower", "--address", "127.0.0.1", "--port",
-                          os.environ.get("FLOWER_PORT", "5555")]
+                          str(found.flower_port)]
     commands["exporter"] = [sys.executable, "-m", "workers", "exporter", "--address", "127.0.0.1", "--port",
-                            os.environ.get("EXPORTER_PORT", "9808")]
+                            str(found.exporter_port)]
     children: dict[str, subprocess.Popen] = {}
 
     def stop_children() -> None:
@@ -104,13 +108,11 @@ def run(once: bool = False, demo: bool = True) -> int:
         print(f"  started {', '.join(children)} (logs in {logs})")
         workers = _wait_for_workers(app, expected=len(WORKER_GROUPS))
         print(f"  workers answering: {', '.join(workers)}")
-        print(f"  Flower: http://127.0.0.1:{os.environ.get('FLOWER_PORT', '5555')}  "
-              f"(basic auth {env['FLOWER_BASIC_AUTH']})")
-        print(f"  metrics: http://127.0.0.1:{os.environ.get('EXPORTER_PORT', '9808')}/metrics  "
-              f"(Flower's own: /metrics on the Flower port)")
+        print(f"  Flower: http://127.0.0.1:{found.flower_port}  (basic auth)")
+        print(f"  metrics: http://127.0.0.1:{found.exporter_port}/metrics")
         ok = True
         if demo:
-            from workers.demo import run_demo
+            from workers.dev.demo import run_demo
 
             print("running the demo workload ...")
             ok = run_demo()

@@ -13,41 +13,14 @@ HEALTHY, DEGRADED, DOWN = 0, 1, 2
 BEAT_STALE_AFTER_S = 120
 
 
-def queue_depths(app) -> dict[str, int]:
-    import celeryconfig
-
-    depths = {}
-    with app.connection_for_read() as connection:
-        channel = connection.default_channel
-        for name in celeryconfig.QUEUE_NAMES:
-            try:
-                depths[name] = channel.queue_declare(queue=name, passive=True).message_count
-            except Exception:  # noqa: BLE001 - a missing queue is simply empty
-                depths[name] = 0
-    return depths
-
-
-def dead_letter_summary(session) -> dict:
-    from sqlalchemy import func, select
-
-    from db.models import DeadLetter
-
-    since = datetime.now(timezone.utc) - timedelta(hours=1)
-    total, dead, last_hour = session.execute(select(
-        func.count(),
-        func.count().filter(DeadLetter.status == "dead"),
-        func.count().filter(DeadLetter.last_seen >= since),
-    )).one()
-    return {"total": total, "dead": dead, "last_hour": last_hour}
-
-
 def collect(timeout: float = 2.0, canary_timeout: float = 10.0) -> dict:
     from sqlalchemy import text
 
-    from db.session import get_engine
-    from tasks.maintenance.heartbeat import heartbeats
-    from workers import app
-    from db.session import new_session
+    from db.heartbeats import heartbeats
+    from db.session import get_engine, new_session
+    from workers.celery_app import app
+    from workers.observability.queues import queue_depths
+    from workers.reliability.dead_letters import summary
 
     report: dict = {"checked_at": datetime.now(timezone.utc).isoformat(), "services": {}, "problems": []}
     try:
@@ -86,7 +59,7 @@ def collect(timeout: float = 2.0, canary_timeout: float = 10.0) -> dict:
 
     with new_session() as session:
         beats = heartbeats(session)
-        report["dead_letters"] = dead_letter_summary(session)
+        report["dead_letters"] = summary(session)
     now = datetime.now(timezone.utc)
     entries = set(app.conf.beat_schedule or {})
     report["beat"] = {name: round((now - at).total_seconds()) for name, at in beats.items()

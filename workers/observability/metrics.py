@@ -2,7 +2,7 @@
 
 A ``task_postrun`` handler adds the task's wall time to a per-(task, state)
 Redis hash of bucket counts, sum and count, in one pipelined round trip. The
-exporter (workers/exporter.py) turns the hashes into Prometheus histograms.
+exporter (workers/observability/exporter.py) turns the hashes into Prometheus histograms.
 Labels are the task name (only registered tasks reach this point, so it is
 bounded by the code) and the final state; never ids or arguments.
 
@@ -14,9 +14,9 @@ from __future__ import annotations
 import logging
 import time
 
-from celery import signals
+from workers.broker import redis_client
 
-log = logging.getLogger("workers.metrics")
+log = logging.getLogger("workers.observability.metrics")
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
            float("inf"))
@@ -57,19 +57,17 @@ def read_histograms(client) -> dict[tuple[str, str], dict]:
     return found
 
 
-@signals.task_prerun.connect
-def _task_started(task_id=None, **_):
+def task_started(task_id=None, **_):
+    """task_prerun receiver (connected in workers/lifecycle.py)."""
     if task_id:
         _started[task_id] = time.monotonic()
 
 
-@signals.task_postrun.connect
-def _task_finished(task_id=None, task=None, state=None, **_):
+def task_finished(task_id=None, task=None, state=None, **_):
+    """task_postrun receiver: add the task's wall time to its histogram in Redis."""
     started = _started.pop(task_id, None) if task_id else None
     if started is None or task is None:
         return
-    from workers.deliveries import redis_client
-
     try:
         client = redis_client()
         if client is not None:

@@ -6,7 +6,7 @@ possible. If Redis goes away between the two (a restart under load), that
 write fails and the message exists nowhere but in the consumer's memory: it
 was lost, about one message per consuming connection per restart (the chaos
 test measured it). Here the failed bookkeeping keeps the raw message in
-``LIMBO``; the consumer (workers/consumer.py) puts it back at the head of its
+``LIMBO``; the consumer (workers/reliability/consumer.py) puts it back at the head of its
 queue as soon as it has reconnected.
 
 It also turns the AttributeError kombu raises when a released channel is used
@@ -22,7 +22,7 @@ import threading
 
 from kombu.transport import redis as kombu_redis
 
-log = logging.getLogger("workers.redis_transport")
+log = logging.getLogger("workers.reliability.redis_transport")
 
 # (raw message, exchange, routing key) that were popped but never recorded as unacked.
 LIMBO: list[tuple[dict, str, str]] = []

@@ -3,11 +3,11 @@
 A task lands here when it fails permanently (a ``JobError`` such as
 ``InvalidArguments``, or an unexpected exception, which is never retried),
 exhausts its transient-error retries, times out, kills its worker too often
-(poison pill, see workers/deliveries.py) or arrives as a bad message (unknown
-task name, undecodable body, pickle, oversized; see workers/consumer.py).
+(poison pill, see workers/reliability/deliveries.py) or arrives as a bad message (unknown
+task name, undecodable body, pickle, oversized; see workers/reliability/consumer.py).
 
 Recording is hooked once, on Celery's ``task_failure`` signal, for every task
-declared with ``@job`` (workers/reliability.py), so no family has to remember it.
+declared with ``@job`` (workers/task.py), so no family has to remember it.
 ``python -m workers dead list|show|retry|purge`` manages the rows.
 """
 from __future__ import annotations
@@ -25,8 +25,9 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from db.models import DeadLetter
+from workers.errors import error_code
 
-log = logging.getLogger("workers.deadletters")
+log = logging.getLogger("workers.reliability.dead_letters")
 
 MAX_MESSAGE_CHARS = 2000
 MAX_PREVIEW_CHARS = 1000
@@ -44,6 +45,21 @@ class Failure:
     queue: str | None = None
     attempts: int = 1
     raw_preview: str | None = None
+
+    @classmethod
+    def from_exception(cls, task, task_id: str, exc: BaseException, args, kwargs) -> "Failure":
+        """A task's final failure, as the tracer or the worker reports it."""
+        request = task.request if getattr(task.request, "id", None) == task_id else None
+        retries = (getattr(request, "retries", 0) or 0) if request is not None else 0
+        delivery = (getattr(request, "delivery_info", None) or {}) if request is not None else {}
+        return cls(
+            task_id=task_id, task_name=task.name,
+            exception_type=type(exc).__name__, exception_message=str(exc),
+            error_code=error_code(exc),
+            args=list(args or ()), kwargs=dict(kwargs or {}),
+            queue=delivery.get("routing_key") or task.name.split(".", 1)[0],
+            attempts=getattr(exc, "deliveries", 0) or retries + 1,
+        )
 
 
 def _json_safe(value: Any) -> Any:
@@ -119,9 +135,16 @@ def list_letters(session: Session, limit: int = 50, status: str | None = None) -
     return list(session.scalars(query))
 
 
-def counts(session: Session) -> dict[str, int]:
-    rows = session.execute(select(DeadLetter.status, func.count()).group_by(DeadLetter.status)).all()
-    return {status: count for status, count in rows}
+def summary(session: Session, now: datetime | None = None) -> dict[str, int]:
+    """Dead letters by status, in total and seen in the last hour: one query for every reader."""
+    since = (now or datetime.now(timezone.utc)) - timedelta(hours=1)
+    total, dead, retried, last_hour = session.execute(select(
+        func.count(),
+        func.count().filter(DeadLetter.status == "dead"),
+        func.count().filter(DeadLetter.status == "retried"),
+        func.count().filter(DeadLetter.last_seen >= since),
+    )).one()
+    return {"total": total, "dead": dead, "retried": retried, "last_hour": last_hour}
 
 
 class NotRetryable(Exception):
@@ -135,7 +158,7 @@ def retry(session: Session, letter_id: int, app=None) -> DeadLetter:
     the id's delivery counters and stored result are cleared so a former poison
     pill gets a fresh count and waiters see the new outcome. The caller commits.
     """
-    from workers import deliveries
+    from workers.reliability import deliveries
 
     letter = session.get(DeadLetter, letter_id, with_for_update=True)
     if letter is None:
@@ -144,7 +167,7 @@ def retry(session: Session, letter_id: int, app=None) -> DeadLetter:
         raise NotRetryable(f"dead letter {letter_id} has no decodable arguments ({letter.error_code}); "
                            "it can only be inspected and purged")
     if app is None:
-        from workers import app
+        from workers.celery_app import app
     if letter.task_name not in app.tasks:
         app.loader.import_default_modules()
     if letter.task_name not in app.tasks:

@@ -1,6 +1,6 @@
 """Transactional enqueue for the web tier: send tasks only once the transaction commits.
 
-    from workers.transactional import enqueue_on_commit
+    from workers.reliability.enqueue import enqueue_on_commit
 
     with session_scope() as session:
         post = Post(...)
@@ -27,7 +27,7 @@ import logging
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-log = logging.getLogger("workers.transactional")
+log = logging.getLogger("workers.reliability.enqueue")
 
 _PENDING = "workers.pending_signatures"
 _HOOKED = "workers.pending_hooked"

@@ -21,25 +21,26 @@ has to be tuned against beat's loop interval.
 from __future__ import annotations
 
 import logging
-import os
-import time
 from datetime import datetime, timezone
 
 from celery.beat import PersistentScheduler
 
-log = logging.getLogger("workers.beat")
+import settings
+from db.heartbeats import BEAT_DISPATCH_PREFIX, beat_dispatches, record_heartbeat
+from db.locks import key_sql, lock_key
+from db.session import session_scope
 
-# An arbitrary constant, unique to this application's beat within the database.
-BEAT_LOCK_KEY = 0x50C1A1_BEA7
-LOCK_RETRY_S = float(os.environ.get("BEAT_LOCK_RETRY_SECONDS", "1.0"))
-DISPATCH_PREFIX = "beat:"
+log = logging.getLogger("workers.reliability.singleton_beat")
+
+# A session-level lock (it must outlive transactions: it is held for as long as
+# this beat leads), so it cannot use db/locks.py's transaction-scoped helpers; its
+# key is still a namespaced text key hashed the same way.
+BEAT_LOCK_KEY = lock_key("beat.singleton")
+LOCK_RETRY_S = settings.current().beat_lock_retry_seconds
 
 
 def _libpq_url() -> str:
-    from db.session import database_url
-
-    url = database_url()
-    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+    return settings.require_services("beat", ("DATABASE_URL",)).libpq_database_url
 
 
 class SingletonScheduler(PersistentScheduler):
@@ -74,7 +75,8 @@ class SingletonScheduler(PersistentScheduler):
                 # handed the lock to the other beat already.
                 self._lock_conn.execute("SELECT 1")
                 return True
-            acquired = self._lock_conn.execute("SELECT pg_try_advisory_lock(%s)", (BEAT_LOCK_KEY,)).fetchone()[0]
+            acquired = self._lock_conn.execute(f"SELECT pg_try_advisory_lock({key_sql('%s')})",
+                                               (BEAT_LOCK_KEY,)).fetchone()[0]
         except Exception as exc:  # noqa: BLE001 - database down: nobody dispatches
             log.warning("beat singleton lock unavailable: %s", exc)
             self._drop_connection()
@@ -87,13 +89,11 @@ class SingletonScheduler(PersistentScheduler):
 
     def _continue_leaders_timetable(self) -> None:
         try:
-            rows = self._lock_conn.execute(
-                "SELECT name, last_success_at FROM job_heartbeats WHERE name LIKE %s",
-                (DISPATCH_PREFIX + "%",)).fetchall()
+            with session_scope() as session:
+                dispatched = beat_dispatches(session)
         except Exception as exc:  # noqa: BLE001
             log.warning("could not read previous dispatch times: %s", exc)
             return
-        dispatched = {name[len(DISPATCH_PREFIX):]: at for name, at in rows}
         for name, entry in self.schedule.items():
             at = dispatched.get(name)
             if at is not None and (entry.last_run_at is None or at > _aware(entry.last_run_at)):
@@ -112,14 +112,9 @@ class SingletonScheduler(PersistentScheduler):
         return result
 
     def _record_dispatch(self, name: str, task_id: str | None) -> None:
-        from psycopg.types.json import Jsonb
-
         try:
-            self._lock_conn.execute(
-                "INSERT INTO job_heartbeats (name, last_success_at, last_result) VALUES (%s, %s, %s) "
-                "ON CONFLICT (name) DO UPDATE SET last_success_at = EXCLUDED.last_success_at, "
-                "last_result = EXCLUDED.last_result",
-                (DISPATCH_PREFIX + name, datetime.now(timezone.utc), Jsonb({"task_id": task_id})))
+            with session_scope() as session:
+                record_heartbeat(session, BEAT_DISPATCH_PREFIX + name, {"task_id": task_id})
         except Exception as exc:  # noqa: BLE001 - the dispatch itself succeeded
             log.warning("could not record the dispatch of %s: %s", name, exc)
 

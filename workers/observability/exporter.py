@@ -5,41 +5,28 @@ the database:
 
 - ``jobs_queue_depth{queue}``: messages waiting in each queue;
 - ``jobs_queue_oldest_message_age_seconds{queue}``: age of the next message to be
-  consumed, from the ``sent_at`` header every publish carries (workers/reliability.py);
+  consumed, from the ``sent_at`` header every publish carries (workers/lifecycle.py);
 - ``jobs_beat_last_dispatch_timestamp_seconds{entry}``: when the singleton beat last
-  sent each schedule entry (workers/beat.py);
-- ``jobs_task_duration_seconds{task,state}``: histogram over all workers (workers/metrics.py);
+  sent each schedule entry (workers/reliability/singleton_beat.py);
+- ``jobs_task_duration_seconds{task,state}``: histogram over all workers (workers/observability/metrics.py);
 - ``jobs_dead_letters{status}``: rows in ``dead_letters``;
 - ``jobs_exporter_source_up{source}``: 1 when the broker / database could be read.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
 
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
-log = logging.getLogger("workers.exporter")
-
-
-def oldest_message_age(client, queue: str, now: float | None = None) -> float | None:
-    # kombu's Redis transport LPUSHes and BRPOPs: the oldest message is the last element.
-    raw = client.lindex(queue, -1)
-    if raw is None:
-        return None
-    try:
-        sent_at = float(json.loads(raw)["headers"]["sent_at"])
-    except (ValueError, KeyError, TypeError):
-        return None
-    return max(0.0, (now or time.time()) - sent_at)
+log = logging.getLogger("workers.observability.exporter")
 
 
 class JobsCollector:
     def __init__(self, app=None):
         if app is None:
-            from workers import app
+            from workers.celery_app import app
         self.app = app
 
     def _redis(self):
@@ -57,12 +44,13 @@ class JobsCollector:
         durations = HistogramMetricFamily("jobs_task_duration_seconds", "Task wall time, all workers",
                                           labels=["task", "state"])
         try:
-            from workers.metrics import BUCKETS, read_histograms
+            from workers.observability.metrics import BUCKETS, read_histograms
+            from workers.observability.queues import oldest_message_age, queue_depths
 
             client = self._redis()
             now = time.time()
-            for queue in celeryconfig.QUEUE_NAMES:
-                depth.add_metric([queue], client.llen(queue))
+            for queue, waiting in queue_depths(self.app, celeryconfig.QUEUE_NAMES).items():
+                depth.add_metric([queue], waiting)
                 oldest = oldest_message_age(client, queue, now)
                 age.add_metric([queue], oldest if oldest is not None else 0.0)
             for (task, state), histogram in sorted(read_histograms(client).items()):
@@ -81,20 +69,18 @@ class JobsCollector:
                                  "Unix time the beat last dispatched the schedule entry", labels=["entry"])
         dead = GaugeMetricFamily("jobs_dead_letters", "Dead letters by status", labels=["status"])
         try:
+            from db.heartbeats import beat_dispatches
             from db.session import new_session
-            from tasks.maintenance.heartbeat import heartbeats
-            from workers.beat import DISPATCH_PREFIX
-            from workers.deadletters import counts
+            from workers.reliability.dead_letters import summary
 
             entries = set(self.app.conf.beat_schedule or {})
             with new_session() as session:
-                for name, at in sorted(heartbeats(session).items()):
-                    entry = name[len(DISPATCH_PREFIX):]
-                    if name.startswith(DISPATCH_PREFIX) and entry in entries:  # bounded by the schedule
+                for entry, at in sorted(beat_dispatches(session).items()):
+                    if entry in entries:  # bounded by the schedule
                         beat.add_metric([entry], at.timestamp())
-                by_status = counts(session)
+                letters = summary(session)
             for status in ("dead", "retried"):
-                dead.add_metric([status], by_status.get(status, 0))
+                dead.add_metric([status], letters[status])
             up.add_metric(["database"], 1)
         except Exception as exc:  # noqa: BLE001
             log.warning("database metrics unavailable: %s", exc)

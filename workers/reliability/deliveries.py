@@ -16,18 +16,16 @@ be reached the guard steps aside (logs a warning) rather than block the task.
 from __future__ import annotations
 
 import logging
-import os
 
+import settings
+from workers.broker import redis_client
 from workers.errors import JobError
 
-log = logging.getLogger("workers.deliveries")
+log = logging.getLogger("workers.reliability.deliveries")
 
-MAX_DELIVERIES = int(os.environ.get("TASK_MAX_DELIVERIES", "5"))
+MAX_DELIVERIES = settings.current().task_max_deliveries
 COUNTER_TTL_S = 24 * 3600  # longer than any countdown plus visibility timeout
 KEY_PREFIX = "jobs:deliveries:"
-
-_client = None
-_client_pid: int | None = None
 
 
 class PoisonPill(JobError):
@@ -41,20 +39,9 @@ class PoisonPill(JobError):
         return (self.__class__, (self.message,), {"code": self.code, "deliveries": self.deliveries})
 
 
-def redis_client():
-    """A Redis client on the broker, one per process (a forked child builds its own)."""
-    global _client, _client_pid
-    if _client is None or _client_pid != os.getpid():
-        import redis
-
-        from workers import app
-
-        url = str(app.conf.broker_url or "")
-        if not url.startswith(("redis://", "rediss://", "unix://")):
-            return None
-        _client = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
-        _client_pid = os.getpid()
-    return _client
+def glob_escape(text: str) -> str:
+    """``text`` as a literal inside a Redis MATCH pattern."""
+    return "".join("\\" + char if char in "*?[]\\^-" else char for char in text)
 
 
 def key(task_id: str, retries: int) -> str:
@@ -100,6 +87,7 @@ def forget(task_id: str) -> None:
     client = redis_client()
     if client is None:
         return
-    keys = list(client.scan_iter(match=f"{KEY_PREFIX}{task_id}:*", count=100))
+    # The id is the sender's text: escape it, or an id of `*` would match every task's counter.
+    keys = list(client.scan_iter(match=f"{KEY_PREFIX}{glob_escape(task_id)}:*", count=100))
     if keys:
         client.delete(*keys)

@@ -15,18 +15,19 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 
 from celery.worker.consumer import Consumer
 
-from workers.deadletters import Failure, record_now
+import settings
 
-log = logging.getLogger("workers.consumer")
+from workers.reliability.dead_letters import Failure, record_now
+
+log = logging.getLogger("workers.reliability.consumer")
 
 # Ids and short strings only travel in messages; 256 KB is far above any real
 # task (a 10,000-id list is ~400 KB only with uuids, and those are chunked),
 # and far below what would hurt Redis or a pool process.
-MAX_MESSAGE_BYTES = int(os.environ.get("TASK_MAX_MESSAGE_BYTES", str(256 * 1024)))
+MAX_MESSAGE_BYTES = settings.current().task_max_message_bytes
 
 
 def _headers(message) -> dict:
@@ -127,7 +128,7 @@ class GuardedConsumer(Consumer):
         orphans = getattr(self, "_orphaned_tags", set())
         if orphans:
             self._restore_orphans(connection, orphans)
-        from workers.redis_transport import LIMBO, restore_limbo
+        from workers.reliability.redis_transport import LIMBO, restore_limbo
 
         if LIMBO and hasattr(connection.default_channel, "_do_restore_message"):
             log.warning("reconnected to the broker; requeued %d message(s) received as the connection broke",

@@ -1,0 +1,254 @@
+"""Every environment variable the system reads, read here and nowhere else.
+
+Each setting is a typed, documented field of ``Settings``. ``current()`` parses
+the environment into one frozen ``Settings``: a value that does not parse, or
+is out of range, raises ``SettingsError`` naming the variable and what it
+accepts. The parsed value is cached and re-parsed only when one of these
+variables changes in ``os.environ`` (the dev runner and the tests set them at
+run time), so reading a setting costs a tuple comparison.
+
+``docs/operations.md`` carries the table that ``settings_table()`` renders;
+tests/test_docs.py keeps the two in step.
+
+This module imports nothing of the project's: everything may import it.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parent
+
+SERVICE_URLS = ("DATABASE_URL", "BROKER_URL")
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the system cannot use."""
+
+
+class MissingServices(SettingsError):
+    """A production process started without the URLs of its database and broker."""
+
+
+def _setting(env: str, default: Any, doc: str, *, minimum: float | None = None,
+             choices: tuple[str, ...] | None = None, secret: bool = False) -> Any:
+    return field(default=default, metadata={"env": env, "doc": doc, "minimum": minimum,
+                                            "choices": choices, "secret": secret})
+
+
+@dataclass(frozen=True)
+class Settings:
+    # --- Services ------------------------------------------------------------
+    database_url: str | None = _setting(
+        "DATABASE_URL", None, "PostgreSQL URL (`postgresql://…`; the psycopg 3 driver is implied). "
+        "Required in production; only the dev entry points start an embedded server without it.",
+        secret=True)
+    broker_url: str | None = _setting(
+        "BROKER_URL", None, "Celery broker URL (`redis://…`). Required in production, like DATABASE_URL.",
+        secret=True)
+    result_backend: str | None = _setting(
+        "RESULT_BACKEND", None, "Result backend URL. Default: the broker when it is Redis, "
+        "else `db+DATABASE_URL`.", secret=True)
+    db_pool_size: int = _setting("DB_POOL_SIZE", 5, "SQLAlchemy pool size per process.", minimum=1)
+    db_max_overflow: int = _setting("DB_MAX_OVERFLOW", 5, "Connections allowed above the pool size.", minimum=0)
+    db_application_name: str = _setting("DB_APPLICATION_NAME", "social-jobs",
+                                        "`application_name` shown in `pg_stat_activity`.")
+
+    # --- Files ---------------------------------------------------------------
+    data_dir: Path = _setting("DATA_DIR", PROJECT_ROOT / ".data",
+                              "Dev data: embedded services, logs, Flower state, beat schedule.")
+    media_root: Path | None = _setting(
+        "MEDIA_ROOT", None, "Uploads and photo variants. Default `$DATA_DIR/media`; "
+        "a relative path is taken from the project root.")
+    media_url: str = _setting("MEDIA_URL", "/media", "URL prefix written into `profile_image_url`/`image_url`.")
+
+    # --- Delivery guarantees ---------------------------------------------------
+    broker_visibility_timeout: int = _setting(
+        "BROKER_VISIBILITY_TIMEOUT", 3600, "Seconds before Redis redelivers an unacked task. Must exceed the "
+        "longest hard time limit and countdown; workers and beat refuse to start otherwise.", minimum=1)
+    task_max_deliveries: int = _setting(
+        "TASK_MAX_DELIVERIES", 5, "Deliveries of one task id (per retry) before it is a poison pill: "
+        "dead-lettered, and its family closes out its state.", minimum=1)
+    task_max_message_bytes: int = _setting(
+        "TASK_MAX_MESSAGE_BYTES", 256 * 1024, "Largest task message body a worker accepts; larger ones are "
+        "dead-lettered unread.", minimum=1024)
+
+    # --- Beat ------------------------------------------------------------------
+    beat_lock_retry_seconds: float = _setting(
+        "BEAT_LOCK_RETRY_SECONDS", 1.0, "How often a standby beat tries to take the singleton lock.",
+        minimum=0.05)
+    beat_heartbeat_seconds: float = _setting(
+        "BEAT_HEARTBEAT_SECONDS", 30.0, "Interval of the `maintenance.beat_heartbeat` entry.", minimum=0.1)
+
+    # --- Engagement reconciliation ---------------------------------------------
+    engagement_repair_batch: int = _setting("ENGAGEMENT_REPAIR_BATCH", 1000,
+                                            "Parent rows locked and recounted per statement.", minimum=1)
+    engagement_dirty_batch: int = _setting("ENGAGEMENT_DIRTY_BATCH", 2000,
+                                           "Dirty ids claimed per `reconcile_dirty` batch.", minimum=1)
+    engagement_sweep_chunk: int = _setting("ENGAGEMENT_SWEEP_CHUNK", 50_000,
+                                           "Rows per `engagement.sweep_chunk` keyset range.", minimum=1)
+    engagement_lock_timeout_ms: int = _setting("ENGAGEMENT_LOCK_TIMEOUT_MS", 2000,
+                                               "`lock_timeout` of repair statements.", minimum=1)
+    engagement_statement_timeout_ms: int = _setting("ENGAGEMENT_STATEMENT_TIMEOUT_MS", 10_000,
+                                                    "`statement_timeout` of repair statements.", minimum=1)
+    engagement_work_mem: str = _setting("ENGAGEMENT_WORK_MEM", "32MB", "`work_mem` of the sweep's aggregates.")
+    engagement_sweep_stale_after: int = _setting(
+        "ENGAGEMENT_SWEEP_STALE_AFTER", 6 * 3600,
+        "Seconds after which a `running` counter run is presumed dead and closed.", minimum=1)
+    engagement_dirty_budget_seconds: float = _setting(
+        "ENGAGEMENT_DIRTY_BUDGET_SECONDS", 20.0, "Time budget of one `reconcile_dirty` run.", minimum=0.1)
+
+    # --- Feed ------------------------------------------------------------------
+    feed_size: int = _setting("FEED_SIZE", 100, "Items kept per user feed.", minimum=1)
+    feed_ttl_hours: float = _setting("FEED_TTL_HOURS", 24.0, "Hours a feed item lives before expiry.",
+                                     minimum=0.01)
+    feed_score_chunk_size: int = _setting("FEED_SCORE_CHUNK_SIZE", 250, "Users per `feed.score_users` task.",
+                                          minimum=1)
+
+    # --- Operator endpoints and logs -------------------------------------------
+    flower_basic_auth: str | None = _setting(
+        "FLOWER_BASIC_AUTH", None, "`user:password[,user:password…]` for Flower. Generated when unset "
+        "(loopback only).", secret=True)
+    flower_max_tasks: int = _setting("FLOWER_MAX_TASKS", 10_000, "Tasks Flower keeps in memory.", minimum=1)
+    flower_port: int = _setting("FLOWER_PORT", 5555, "Flower's port in the dev runner.", minimum=1)
+    exporter_port: int = _setting("EXPORTER_PORT", 9808, "The metrics exporter's port in the dev runner.",
+                                  minimum=1)
+    log_level: str = _setting("LOG_LEVEL", "INFO", "Root log level.",
+                              choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
+
+    # --- Derived ---------------------------------------------------------------
+    @property
+    def sqlalchemy_database_url(self) -> str | None:
+        """DATABASE_URL with the psycopg 3 driver named, as operators paste plain ``postgresql://``."""
+        url = self.database_url
+        if url is None:
+            return None
+        for prefix in ("postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url[len(prefix):]
+        return url
+
+    @property
+    def libpq_database_url(self) -> str | None:
+        url = self.sqlalchemy_database_url
+        return url.replace("postgresql+psycopg://", "postgresql://", 1) if url else None
+
+    @property
+    def result_backend_url(self) -> str | None:
+        if self.result_backend:
+            return self.result_backend
+        if self.broker_url and self.broker_url.startswith(("redis://", "rediss://", "unix://")):
+            return self.broker_url
+        return "db+" + self.sqlalchemy_database_url if self.database_url else None
+
+    @property
+    def media_path(self) -> Path:
+        if self.media_root is None:
+            return self.data_dir / "media"
+        return (self.media_root if self.media_root.is_absolute() else PROJECT_ROOT / self.media_root).resolve()
+
+    @property
+    def feed_ttl_seconds(self) -> float:
+        return self.feed_ttl_hours * 3600
+
+
+_FIELDS = fields(Settings)
+ENV_NAMES = tuple(f.metadata["env"] for f in _FIELDS)
+
+
+def _parse(spec, raw: str) -> Any:
+    env, kind = spec.metadata["env"], spec.type
+    text = raw.strip()
+    try:
+        if kind in ("int",):
+            value: Any = int(text)
+        elif kind in ("float",):
+            value = float(text)
+        elif kind in ("Path", "Path | None"):
+            value = Path(text)
+        else:
+            value = text
+    except ValueError:
+        raise SettingsError(f"{env}={raw!r} is not {'an integer' if kind == 'int' else 'a number'}") from None
+    minimum = spec.metadata["minimum"]
+    if minimum is not None and value < minimum:
+        raise SettingsError(f"{env}={raw!r} is below its minimum {minimum:g}")
+    choices = spec.metadata["choices"]
+    if choices is not None:
+        value = value.upper()
+        if value not in choices:
+            raise SettingsError(f"{env}={raw!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def load(environ: dict[str, str] | None = None) -> Settings:
+    """Parse the environment; an empty variable counts as unset."""
+    environ = os.environ if environ is None else environ
+    values = {}
+    for spec in _FIELDS:
+        raw = environ.get(spec.metadata["env"])
+        if raw is not None and raw.strip() != "":
+            values[spec.name] = _parse(spec, raw)
+    return Settings(**values)
+
+
+_lock = threading.Lock()
+_cache: tuple[tuple, Settings] | None = None
+
+
+def current() -> Settings:
+    """The settings for the environment as it is now (cached until a variable changes)."""
+    global _cache
+    snapshot = tuple(os.environ.get(name) for name in ENV_NAMES)
+    cached = _cache
+    if cached is not None and cached[0] == snapshot:
+        return cached[1]
+    with _lock:
+        parsed = load()
+        _cache = (snapshot, parsed)
+    return parsed
+
+
+def require_services(what: str = "this process", names: tuple[str, ...] = SERVICE_URLS) -> Settings:
+    """Fail fast, with what to do, when DATABASE_URL or BROKER_URL is unset.
+
+    A production worker that lost its environment must not run against some
+    local default and report healthy; only the dev entry points start the
+    embedded services, and they pass the URLs to their children.
+    """
+    found = current()
+    missing = [name for name in names if not getattr(found, name.lower())]
+    if missing:
+        raise MissingServices(
+            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set, so {what} cannot start. "
+            "In production set them, e.g. DATABASE_URL=postgresql://user:password@host/db and "
+            "BROKER_URL=redis://host:6379/0. For a local system with embedded PostgreSQL and Redis, run "
+            "`make run`, or opt in for one command with `python -m workers services exec -- COMMAND`.")
+    return found
+
+
+def mask_url(url: str | None) -> str:
+    """A URL with its password replaced by ``***``, for anything printed or logged."""
+    if not url:
+        return "<unset>"
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    user, has_password, _password = credentials.partition(":")
+    return f"{scheme}://{user}{':***' if has_password else ''}@{host}"
+
+
+def settings_table() -> str:
+    """The Markdown table of every setting, as docs/operations.md carries it."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for spec in _FIELDS:
+        default = spec.default
+        if isinstance(default, Path):
+            default = os.path.relpath(default, PROJECT_ROOT) if default.is_relative_to(PROJECT_ROOT) else default
+        shown = "unset" if default is None else f"`{default}`"
+        rows.append(f"| `{spec.metadata['env']}` | {shown} | {spec.metadata['doc']} |")
+    return "\n".join(rows)

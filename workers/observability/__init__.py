@@ -1,0 +1,1 @@
+"""Observability: task metrics, the Prometheus exporter, the status probe and Flower."""
