@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable
 
 import settings
+from workers.console import printable, table
 
 
 def _cmd_migrate(args) -> int:
@@ -56,10 +57,9 @@ def _cmd_dead(args) -> int:
             if args.json:
                 print(json.dumps([deadletters.describe(letter) for letter in letters], indent=2))
                 return 0
-            print(f"{'id':>6}  {'last seen (UTC)':<19}  {'status':<7}  {'tries':>5}  {'task':<34}  {'code':<20}  task id")
-            for letter in letters:
-                print(f"{letter.id:>6}  {letter.last_seen:%Y-%m-%d %H:%M:%S}  {letter.status:<7}  "
-                      f"{letter.attempts:>5}  {letter.task_name[:34]:<34}  {letter.error_code[:20]:<20}  {letter.task_id}")
+            print(table(("id", "last seen (UTC)", "status", "tries", "task", "code", "task id"), [
+                (letter.id, f"{letter.last_seen:%Y-%m-%d %H:%M:%S}", letter.status, letter.attempts,
+                 letter.task_name[:40], letter.error_code[:24], letter.task_id) for letter in letters]))
             found = deadletters.summary(session)
             print(f"{len(letters)} shown; {found['dead']} dead, {found['retried']} retried, "
                   f"{found['last_hour']} seen in the last hour")
@@ -74,7 +74,7 @@ def _cmd_dead(args) -> int:
                 print(json.dumps(described, indent=2))
             else:
                 for key, value in described.items():
-                    print(f"{key:<18} {value}")
+                    print(f"{key:<18} {printable(value)}")
             return 0
         if args.action == "retry":
             try:

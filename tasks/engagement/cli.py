@@ -1,37 +1,13 @@
 """``python -m workers reconcile [--full] [--dry-run]``: the operator's view of the reconciler."""
 from __future__ import annotations
 
-import sys
-import time
 from collections import defaultdict
 
 from tasks.engagement import runs
 from tasks.engagement.reconcile import Fix
+from workers.console import progress_bar, table
 
 MAX_DETAIL_ROWS = 20
-
-
-def progress_bar(stream=None, width: int = 30):
-    started = time.monotonic()
-    stream = stream or sys.stdout
-
-    def show(done: int, total: int) -> None:
-        filled = int(width * done / total) if total else width
-        elapsed = time.monotonic() - started
-        stream.write(f"\r  [{'#' * filled}{'.' * (width - filled)}] {done}/{total} chunks  {elapsed:5.1f} s")
-        if done == total:
-            stream.write("\n")
-        stream.flush()
-
-    return show
-
-
-def _table(header: tuple, rows: list[tuple]) -> list[str]:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  " + "  ".join(str(h).ljust(w) for h, w in zip(header, widths))]
-    lines.append("  " + "  ".join("-" * w for w in widths))
-    lines += ["  " + "  ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in rows]
-    return lines
 
 
 def drift_table(fixes: list[Fix]) -> str:
@@ -42,9 +18,9 @@ def drift_table(fixes: list[Fix]) -> str:
     for fix in fixes:
         per_counter[(fix.table, fix.column)].append(fix.drift)
     summary = [(table, column, len(d), min(d), max(d)) for (table, column), d in sorted(per_counter.items())]
-    lines = _table(("table", "counter", "rows", "min drift", "max drift"), summary)
+    lines = [table(("table", "counter", "rows", "min drift", "max drift"), summary)]
     detail = [(f.table, f.column, f.entity_id, f.stored, f.true) for f in fixes[:MAX_DETAIL_ROWS]]
-    lines += ["", *_table(("table", "counter", "id", "stored", "true"), detail)]
+    lines += ["", table(("table", "counter", "id", "stored", "true"), detail)]
     if len(fixes) > MAX_DETAIL_ROWS:
         lines.append(f"  ... and {len(fixes) - MAX_DETAIL_ROWS} more (see counter_drift)")
     return "\n".join(lines)
@@ -54,7 +30,7 @@ def main(full: bool = False, dry_run: bool = False) -> int:
     mode = "full sweep" if full else "dirty queue"
     print(f"reconcile: {mode}{' (dry run: nothing is written)' if dry_run else ''}")
     if full:
-        report = runs.run_full_sweep(dry_run=dry_run, progress=progress_bar())
+        report = runs.run_full_sweep(dry_run=dry_run, progress=progress_bar("chunks"))
     else:
         report = runs.run_dirty(dry_run=dry_run)
     if report.status == "skipped":

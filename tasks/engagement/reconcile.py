@@ -15,6 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 import settings
+from db.locks import try_xact_lock
 from workers.errors import BadInput
 from tasks.engagement.counters import (
     PARENTS, chunk_end_sql, drift_sql, exists_sql, lock_sql, parent_tables, range_count_sql, range_drift_sql, repair_sql,
@@ -40,7 +41,7 @@ WORK_MEM = _settings.engagement_work_mem
 STALE_RUN_AFTER_SECONDS = _settings.engagement_sweep_stale_after
 STALE_RUN_REASON = f"stale: still running after {STALE_RUN_AFTER_SECONDS} s (worker lost or task retried)"
 # Serialises the check-and-claim of a full sweep across beats, workers and the CLI.
-SWEEP_LOCK_KEY = 0x656E6761  # "enga"
+SWEEP_LOCK_NAMESPACE = "engagement.full_sweep"
 
 
 @dataclass(frozen=True)
@@ -247,7 +248,7 @@ def claim_full_sweep(session: Session) -> str | None:
     session-level pg_try_advisory_lock would outlive a crashed holder on a pooled
     connection. The running row then guards the sweep for as long as its chunks run.
     """
-    if not session.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": SWEEP_LOCK_KEY}).scalar():
+    if not try_xact_lock(session, SWEEP_LOCK_NAMESPACE):
         return None
     close_stale_runs(session, "full")
     running = session.execute(text(

@@ -146,7 +146,7 @@ def test_two_concurrent_sweeps_one_runs_the_other_exits_cleanly(clean_db):
     holder = clean_db.connect()
     tx = holder.begin()
     holder.execute(text("UPDATE counter_runs SET status = 'finished'"))
-    holder.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": rc.SWEEP_LOCK_KEY})
+    holder.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": rc.SWEEP_LOCK_NAMESPACE})
     try:
         assert runs.start_full_sweep() == (None, [])
     finally:

@@ -115,3 +115,18 @@ def test_an_upload_that_kills_its_worker_every_time_ends_failed_as_worker_lost(
     assert dead_letter_count(clean_db) == 1
     assert worker.poll() is None, "the worker itself must survive its pool processes being killed"
     assert isolated.app.send_task("maintenance.noop").get(timeout=30) is None
+
+
+def test_forget_treats_a_task_id_as_text_not_a_pattern(celery_app):
+    """A sender-chosen id of `*` must clear only its own counters, not every task's."""
+    from workers.broker import redis_client
+    from workers.reliability import deliveries
+
+    client = redis_client()
+    other, hostile = "ordinary-task-id", "*"
+    for task_id in (other, hostile):
+        client.set(deliveries.key(task_id, 0), 3)
+    deliveries.forget(hostile)
+    assert client.get(deliveries.key(hostile, 0)) is None
+    assert int(client.get(deliveries.key(other, 0))) == 3
+    deliveries.forget(other)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-import sys
 import time
 from dataclasses import dataclass, field
 
@@ -19,6 +18,7 @@ from sqlalchemy.dialects.postgresql import insert
 import tasks
 from db.models import Follow, Like, Post, User
 from db.session import session_scope
+from workers.console import progress_bar, table
 
 DEMO_USERS = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"]
 DEMO_FOLLOWS = [("bob", "alice"), ("carol", "alice"), ("dave", "alice"), ("alice", "bob"),
@@ -67,13 +67,6 @@ def family_demo_modules() -> list:
     return modules
 
 
-def _progress(done: int, total: int) -> None:
-    width = 30
-    filled = int(width * done / total) if total else width
-    sys.stdout.write(f"\r  [{'#' * filled}{'.' * (width - filled)}] {done}/{total} tasks done")
-    sys.stdout.flush()
-
-
 def run_demo(timeout: float = 180.0) -> bool:
     """Run the whole demo; return True when every task finished without an unexpected failure."""
     graph = load_demo_graph()
@@ -84,13 +77,16 @@ def run_demo(timeout: float = 180.0) -> bool:
         sent.append((module, results))
     all_results = [r for _module, results in sent for r in results]
     deadline = time.monotonic() + timeout
+    show = progress_bar("tasks done")
     while True:
         done = sum(1 for r in all_results if r.ready())
-        _progress(done, len(all_results))
-        if done == len(all_results) or time.monotonic() > deadline:
+        show(done, len(all_results))
+        if done == len(all_results):
+            break
+        if time.monotonic() > deadline:
+            print()
             break
         time.sleep(0.2)
-    print()
     ok = True
     rows = []
     for module, results in sent:
@@ -100,9 +96,5 @@ def run_demo(timeout: float = 180.0) -> bool:
         expected_failures = getattr(module, "EXPECTED_FAILURES", 0)
         ok &= pending == 0 and failed <= expected_failures
         rows.append((module.FAMILY, len(results), succeeded, failed, pending, module.summarize(graph)))
-    header = ("family", "sent", "ok", "failed", "pending", "effect")
-    widths = [max(len(str(row[i])) for row in rows + [header]) for i in range(5)]
-    print("  " + "  ".join(str(h).ljust(w) for h, w in zip(header, widths + [0])))
-    for row in rows:
-        print("  " + "  ".join(str(c).ljust(w) for c, w in zip(row, widths + [0])))
+    print(table(("family", "sent", "ok", "failed", "pending", "effect"), rows))
     return ok

@@ -9,6 +9,8 @@ import json
 import time
 from datetime import datetime, timedelta, timezone
 
+from workers.console import table
+
 HEALTHY, DEGRADED, DOWN = 0, 1, 2
 BEAT_STALE_AFTER_S = 120
 
@@ -79,13 +81,10 @@ def main(as_json: bool = False) -> int:
     if as_json:
         print(json.dumps(report, indent=2))
         return report["exit_code"]
-    print(f"{'service':<12} state")
-    for name, state in report["services"].items():
-        print(f"{name:<12} {state}")
+    print(table(("service", "state"), list(report["services"].items())))
     if "queues" in report:
-        print(f"\n{'queue':<14} depth")
-        for name, depth in report["queues"].items():
-            print(f"{name:<14} {depth}")
+        print()
+        print(table(("queue", "depth"), list(report["queues"].items())))
     if "workers" in report:
         print(f"\nworkers answering ping ({report['ping_ms']} ms): {', '.join(report['workers']) or 'none'}")
     if report.get("canary_ms") is not None:
