@@ -140,7 +140,9 @@ class Settings:
     def result_backend_url(self) -> str | None:
         if self.result_backend:
             return self.result_backend
-        if self.broker_url and self.broker_url.startswith(("redis://", "rediss://", "unix://")):
+        if not self.broker_url:
+            return None  # a process without a broker must refuse to start, not create result tables
+        if self.broker_url.startswith(("redis://", "rediss://", "unix://")):
             return self.broker_url
         return "db+" + self.sqlalchemy_database_url if self.database_url else None
 

@@ -59,13 +59,13 @@ def _setup_logging(loglevel=None, **_kwargs):
     configure_logging(loglevel if isinstance(loglevel, str) else None)
 
 
-def _refuse_to_start_on_bad_config(sender=None, **_kwargs):
+def _refuse_to_start_on_bad_config(sender=None, instance=None, **_kwargs):
     try:
         settings.require_services("a worker or beat")
     except settings.SettingsError as exc:
         log.critical("refusing to start: %s", exc)
         raise SystemExit(f"configuration error: {exc}") from exc
-    app = getattr(sender, "app", None)
+    app = getattr(sender, "app", None) or getattr(instance, "app", None)
     if app is None:
         return
     try:
@@ -77,6 +77,9 @@ def _refuse_to_start_on_bad_config(sender=None, **_kwargs):
         raise SystemExit(f"configuration error: {exc}") from exc
 
 
+# celeryd_init is the worker's first signal, before its components (and the result
+# backend) are set up; worker_init repeats the check for programmatic workers.
+signals.celeryd_init.connect(_refuse_to_start_on_bad_config, weak=False)
 signals.worker_init.connect(_refuse_to_start_on_bad_config, weak=False)
 signals.beat_init.connect(_refuse_to_start_on_bad_config, weak=False)
 

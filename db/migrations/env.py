@@ -1,7 +1,10 @@
 from alembic import context
 from sqlalchemy import create_engine, pool
 
+from db.locks import key_sql
 from db.models import Base
+
+MIGRATION_LOCK = "db.migrations"
 
 target_metadata = Base.metadata
 
@@ -34,7 +37,7 @@ def run_migrations_online() -> None:
         with context.begin_transaction():
             # Two processes migrating at once (make run starts several) would race
             # on DDL; the advisory lock makes the second wait and then find nothing to do.
-            connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7216001)")
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({key_sql(repr(MIGRATION_LOCK))})")
             context.run_migrations()
 
 

@@ -41,6 +41,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from db.locks import xact_lock_many
 from tasks.notifications.config import (
     BATCH_CONFIGS, BATCH_TEXTS, RATE_LIMIT_PER_HOUR, SINGLE_CONVERSION_HOURS, batch_texts,
 )
@@ -110,10 +111,7 @@ def lock_name(user_id: int, key: str) -> str:
 
 def lock_keys(session: Session, keys: set[tuple[int, str]]) -> None:
     """Lock in the database's sort order of the names, the order every caller uses."""
-    session.execute(text(
-        "SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) "
-        "FROM (SELECT k FROM unnest(CAST(:keys AS text[])) AS k ORDER BY k) AS sorted"),
-        {"keys": [lock_name(user_id, key) for user_id, key in keys]})
+    xact_lock_many(session, [lock_name(user_id, key) for user_id, key in keys])
 
 
 _STATE_SQL = text("""

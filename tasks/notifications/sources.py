@@ -11,6 +11,7 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from db.locks import key_sql
 from tasks.notifications.batching import Event, apply_events
 from tasks.notifications.config import BATCH_CONFIGS
 
@@ -46,7 +47,7 @@ def _locking_sql(kind: str) -> str:
     scope_value = "q.post_id" if config.batch_scope == "post" else "q.recipient_id::text"
     batch_key = f"'{config.parent_type}:{config.batch_scope}:' || {scope_value}"
     return f"""
-SELECT src.*, pg_advisory_xact_lock(hashtextextended(src.lock_name, 0)) IS NULL AS locked
+SELECT src.*, pg_advisory_xact_lock({key_sql("src.lock_name")}) IS NULL AS locked
 FROM (SELECT q.*, 'notif:' || q.recipient_id::text || ':' || {batch_key} AS lock_name
       FROM ({SOURCE_SQL[kind]}) AS q) AS src
 """
