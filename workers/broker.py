@@ -14,19 +14,24 @@ import settings
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 _client = None
-_client_key: tuple[int, str] | None = None
+_client_pid: int | None = None
 
 
 def redis_client():
-    """The client for the current broker URL; a forked child builds its own."""
-    global _client, _client_key
-    url = settings.current().broker_url or ""
-    if not url.startswith(REDIS_SCHEMES):
-        return None
-    key = (os.getpid(), url)
-    if _client is None or _client_key != key:
-        import redis
+    """The client for this process's broker; a forked child builds its own."""
+    global _client, _client_pid
+    if _client_pid != os.getpid():
+        url = settings.current().broker_url or ""
+        _client = None
+        if url.startswith(REDIS_SCHEMES):
+            import redis
 
-        _client = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
-        _client_key = key
+            _client = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        _client_pid = os.getpid()
     return _client
+
+
+def reset() -> None:
+    """Forget the client (tests that point BROKER_URL elsewhere in-process)."""
+    global _client, _client_pid
+    _client = _client_pid = None
