@@ -1,0 +1,59 @@
+"""settings.py: every variable typed and validated, with an error that names it."""
+import pytest
+
+import settings
+
+
+def test_defaults_when_nothing_is_set():
+    found = settings.load({})
+    assert found.database_url is None and found.broker_url is None
+    assert found.task_max_deliveries == 5 and found.broker_visibility_timeout == 3600
+    assert found.media_path == (settings.PROJECT_ROOT / ".data" / "media").resolve()
+
+
+def test_values_are_parsed_to_their_types():
+    found = settings.load({"FEED_SIZE": " 50 ", "FEED_TTL_HOURS": "1.5", "LOG_LEVEL": "debug",
+                           "DATABASE_URL": "postgres://u:p@h/db", "MEDIA_ROOT": "rel/media"})
+    assert found.feed_size == 50 and found.feed_ttl_seconds == 5400.0
+    assert found.log_level == "DEBUG"
+    assert found.sqlalchemy_database_url == "postgresql+psycopg://u:p@h/db"
+    assert found.media_path == (settings.PROJECT_ROOT / "rel" / "media").resolve()
+
+
+def test_an_empty_variable_counts_as_unset():
+    assert settings.load({"BROKER_URL": "", "FEED_SIZE": "  "}).broker_url is None
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"FEED_SIZE": "many"}, "FEED_SIZE='many' is not an integer"),
+    ({"FEED_TTL_HOURS": "soon"}, "FEED_TTL_HOURS='soon' is not a number"),
+    ({"TASK_MAX_DELIVERIES": "0"}, "TASK_MAX_DELIVERIES='0' is below its minimum 1"),
+    ({"LOG_LEVEL": "loud"}, "LOG_LEVEL='loud' is not one of DEBUG, INFO"),
+])
+def test_a_bad_value_is_refused_with_its_name(env, message):
+    with pytest.raises(settings.SettingsError, match=message.replace("(", r"\(")):
+        settings.load(env)
+
+
+def test_current_follows_the_environment(monkeypatch):
+    monkeypatch.setenv("FEED_SIZE", "7")
+    assert settings.current().feed_size == 7
+    monkeypatch.setenv("FEED_SIZE", "8")
+    assert settings.current().feed_size == 8
+
+
+def test_missing_urls_are_named_with_what_to_do(monkeypatch):
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("BROKER_URL", "redis://127.0.0.1:1/0")
+    with pytest.raises(settings.MissingServices, match=r"DATABASE_URL is not set, so beat cannot start.*make run"):
+        settings.require_services("beat")
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("postgresql://app:s3cret@db:5432/social", "postgresql://app:***@db:5432/social"),
+    ("redis://:pw@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0"),
+    ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+    (None, "<unset>"),
+])
+def test_mask_url_hides_passwords(url, shown):
+    assert settings.mask_url(url) == shown
