@@ -60,17 +60,12 @@ def _setup_logging(loglevel=None, **_kwargs):
 
 
 def _refuse_to_start_on_bad_config(sender=None, instance=None, **_kwargs):
+    app = getattr(sender, "app", None) or getattr(instance, "app", None)
     try:
         settings.require_services("a worker or beat")
-    except settings.SettingsError as exc:
-        log.critical("refusing to start: %s", exc)
-        raise SystemExit(f"configuration error: {exc}") from exc
-    app = getattr(sender, "app", None) or getattr(instance, "app", None)
-    if app is None:
-        return
-    try:
-        check_visibility_timeout(app.conf)
-    except ImproperlyConfigured as exc:
+        if app is not None:
+            check_visibility_timeout(app.conf)
+    except (settings.SettingsError, ImproperlyConfigured) as exc:
         log.critical("refusing to start: %s", exc)
         # Celery's signal dispatch swallows ordinary exceptions from receivers;
         # SystemExit is not swallowed, so the process really stops.
