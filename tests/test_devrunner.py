@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psutil
 import pytest
@@ -34,6 +35,10 @@ def test_run_once_runs_every_family_and_stops_everything(clean_db, tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, output[-3000:]
+    # Secrets never reach the terminal: not Flower's password, not a password in a service URL.
+    secrets = ["test-secret"] + [urlsplit(env[name]).password for name in ("DATABASE_URL", "BROKER_URL", "RESULT_BACKEND")
+                                 if env.get(name) and urlsplit(env[name]).password]
+    assert not [secret for secret in secrets if secret in output]
     assert "workers answering: core@" in output
     table = output.split("family", 1)[1]
     for family in FAMILIES:
