@@ -8,6 +8,7 @@ from __future__ import annotations
 from workers.errors import JobError
 
 BAD_PATH = "bad_path"                  # absolute, '..', NUL, symlink out of uploads/, not a regular file
+BAD_STORED_NAME = "bad_stored_name"    # a stored variant name (users, posts, media_files) is not one we write
 NOT_FOUND = "not_found"                # no such file under uploads/
 EMPTY_FILE = "empty_file"              # zero bytes
 TOO_LARGE = "too_large"                # more than MAX_FILE_BYTES
@@ -22,7 +23,7 @@ WORKER_LOST = "worker_lost"            # its worker died on every delivery: a po
 DEAD_LETTERED = "dead_lettered"        # its task was dead-lettered for another reason (retries exhausted, ...)
 INTERNAL_ERROR = "internal_error"      # a bug: recorded, and the task fails visibly (not retried)
 
-ALL_CODES = (BAD_PATH, NOT_FOUND, EMPTY_FILE, TOO_LARGE, UNSUPPORTED_FORMAT, TOO_MANY_PIXELS,
+ALL_CODES = (BAD_PATH, BAD_STORED_NAME, NOT_FOUND, EMPTY_FILE, TOO_LARGE, UNSUPPORTED_FORMAT, TOO_MANY_PIXELS,
              TOO_MANY_FRAMES, TOO_SMALL, CORRUPT, TIMEOUT, OUT_OF_MEMORY, WORKER_LOST, DEAD_LETTERED,
              INTERNAL_ERROR)
 

@@ -5,8 +5,9 @@ benchmark times and what most tests call.
 
 Order of work, chosen so the expensive step happens once and small:
 1. magic bytes -> one format out of JPEG / PNG / WebP (never the extension);
-2. header only: dimensions, frame count -> refuse pixel bombs before any
-   pixel buffer is allocated;
+2. header only: dimensions, frame count, and the memory a decode of this
+   mode and size needs (decode_cost) -> refuse pixel bombs, and files over
+   DECODE_BUDGET_BYTES, before any pixel buffer is allocated;
 3. decode once; a JPEG is decoded with DCT scaling (``draft``) straight to
    the smallest 1/2, 1/4 or 1/8 scale whose short side still covers 512 px;
 4. colour to sRGB (embedded ICC, CMYK), 16-bit to 8-bit, alpha flattened on
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from blurhash import encode as blurhash_encode
-from PIL import Image, ImageCms, UnidentifiedImageError
+from PIL import Image, ImageChops, ImageCms, UnidentifiedImageError
 
 from tasks.images import saliency
 from tasks.images.errors import (
@@ -35,13 +36,29 @@ from tasks.images.errors import (
 
 # The seed's documented limit.
 MAX_FILE_BYTES = 5 * 1024 * 1024
-# 40 MP. Two reasons: (a) a genuine photo that fits in 5 MB is at most ~40 MP
-# (JPEG at ~1 bit/pixel, already heavy compression), so more pixels in 5 MB
-# means synthetic content, i.e. a bomb; (b) a PNG/WebP cannot be decoded
-# at reduced scale, and 40 MP RGBA is 160 MB (shrink_early then drops it for a
-# copy at most 1/4 the size), well under the 400 MB worker_max_memory_per_child
-# ceiling (celeryconfig.py).
+# 40 MP: a genuine photo that fits in 5 MB is at most ~40 MP (JPEG at ~1
+# bit/pixel, already heavy compression), so more pixels in 5 MB means synthetic
+# content, i.e. a bomb. Memory is capped separately, per mode (decode_cost).
 MAX_PIXELS = 40_000_000
+# What one render may add to a worker child's RSS. A child is only replaced after
+# its task (worker_max_memory_per_child), so this must hold for every accepted
+# file: 180 MB estimated keeps the measured peak under 200 MB
+# (tests/images/test_memory.py decodes the worst case of each mode).
+DECODE_BUDGET_BYTES = 180_000_000
+# Bytes per pixel Pillow holds for a decoded image of each mode (every other mode: 4).
+DECODED_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
+# Peak bytes per pixel of a whole render when nothing can be reduced early (short
+# side under 1024, so colour conversion and alpha flattening run at full size):
+# measured peak RSS of a 40000x1000 PNG/JPEG of each mode (alpha not opaque), Pillow 13, plus 10 %.
+# The part above DECODED_BYTES shrinks with the square of the early reduction.
+WORKED_BYTES = {"1": 5.6, "L": 5.6, "P": 11.1, "I;16": 7.7, "I;16B": 7.7, "I;16L": 7.7, "I;16N": 7.7,
+                "LA": 12.1, "RGB": 4.6, "RGBA": 11.0, "CMYK": 9.0}
+WORST_WORKED_BYTES = max(WORKED_BYTES.values())
+# WebP: Pillow decodes through libwebp's animation decoder, which allocates two
+# RGBA canvases when the file is opened, plus the frame copy and Pillow's image:
+# measured 16.3 bytes/pixel (18.3 with nothing reduced early), plus 10 %.
+WEBP_DECODED_BYTES = 18.0
+WEBP_WORKED_BYTES = 20.2
 # Only the first frame is used; the count is checked so a header claiming a
 # huge animation is refused before the demuxer walks it.
 MAX_FRAMES = 1000
@@ -110,6 +127,25 @@ def webp_canvas_size(data: bytes) -> tuple[int, int]:
     raise ImageRejected(CORRUPT, "WebP header is not VP8, VP8L or VP8X")
 
 
+def decode_cost(fmt: str, mode: str, width: int, height: int) -> int:
+    """Estimated peak bytes of rendering a ``mode`` image decoded at ``width`` x ``height``."""
+    pixels = width * height
+    factor = max(1, min(width, height) // LARGEST)  # shrink_early's reduction
+    if fmt == "WEBP":
+        decoded, worked = WEBP_DECODED_BYTES, WEBP_WORKED_BYTES
+    else:
+        decoded, worked = DECODED_BYTES.get(mode, 4), WORKED_BYTES.get(mode, WORST_WORKED_BYTES)
+    return round(pixels * decoded + pixels / factor ** 2 * (worked - decoded))
+
+
+def check_decode_memory(fmt: str, mode: str, width: int, height: int) -> None:
+    """Refuse, from the header, a file whose render would exceed DECODE_BUDGET_BYTES."""
+    cost = decode_cost(fmt, mode, width, height)
+    if cost > DECODE_BUDGET_BYTES:
+        raise ImageRejected(TOO_MANY_PIXELS, f"{width}x{height} {fmt} {mode} needs about {cost / 1e6:.0f} MB "
+                                             f"to render; the limit is {DECODE_BUDGET_BYTES / 1e6:.0f} MB")
+
+
 def check_dimensions(width: int, height: int) -> None:
     if width * height > MAX_PIXELS:
         raise ImageRejected(TOO_MANY_PIXELS,
@@ -141,11 +177,14 @@ def to_srgb(image: Image.Image, notes: dict) -> Image.Image:
         notes["depth"] = 16
     alpha = None
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
+        # Every full-size copy counts against DECODE_BUDGET_BYTES: no copy of a
+        # copy, and the flattening below works in place on a buffer of our own.
+        rgba = image if image.mode == "RGBA" else image.convert("RGBA")
         alpha = rgba.getchannel("A")
         if alpha.getextrema() == (255, 255):
             alpha = None
         image = rgba.convert("RGB") if image.mode not in ("L", "LA", "La") else image.convert("L")
+        del rgba
     elif image.mode not in ("RGB", "L", "CMYK"):
         image = image.convert("RGB")
     icc = image.info.get("icc_profile")
@@ -158,19 +197,35 @@ def to_srgb(image: Image.Image, notes: dict) -> Image.Image:
         except (ImageCms.PyCMSError, OSError, ValueError, TypeError) as exc:
             # A broken or mismatched profile is not worth refusing a photo over.
             notes["icc_ignored"] = str(exc)[:120]
-    rgb = converted if converted is not None else image.convert("RGB")
+    if converted is not None:
+        rgb = converted
+    else:
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
     if image.mode == "CMYK":
         notes["cmyk"] = True
     if alpha is not None:
-        canvas = Image.new("RGB", rgb.size, (255, 255, 255))
-        canvas.paste(rgb, mask=alpha)
-        rgb = canvas
+        # rgb is a new buffer here (converted from the alpha image): white goes in
+        # where alpha is low, i.e. rgb * a + white * (1 - a), with no second canvas.
+        rgb.paste((255, 255, 255), mask=ImageChops.invert(alpha))
         notes["alpha_flattened"] = True
     return rgb
 
 
 # Modes Image.reduce() accepts (it premultiplies alpha, so no dark fringes).
 REDUCIBLE_MODES = ("L", "LA", "RGB", "RGBA", "RGBX", "CMYK", "I", "F")
+# Rows reduced at a time: a strip's copies (crop, mode conversion, premultiplied
+# alpha) stay a few MB while the full decode is the only full-size buffer.
+STRIP_ROWS = 64
+
+
+def _reducible(strip: Image.Image) -> Image.Image:
+    if strip.mode == "P":
+        return strip.convert("RGBA" if "transparency" in strip.info else "RGB")
+    if strip.mode == "1":
+        return strip.convert("L")
+    if strip.mode.startswith("I;16"):
+        return strip.convert("I")
+    return strip
 
 
 def shrink_early(image: Image.Image) -> Image.Image:
@@ -179,18 +234,23 @@ def shrink_early(image: Image.Image) -> Image.Image:
     PNG and WebP cannot be decoded at reduced scale, so this is their DCT
     scaling: everything after it (colour, crop, resize) works on the small copy,
     and the full-size buffer is released, so a job's peak is one decode.
-    The factor keeps the short side at or above 512 px.
+    The factor keeps the short side at or above 512 px. The reduction runs in
+    strips of rows: Image.reduce() on RGBA/LA (and the conversion a P, 1 or
+    16-bit source needs first) would otherwise make a second full-size copy.
     """
     factor = min(image.size) // LARGEST
     if factor < 2:
         return image
-    if image.mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    if image.mode not in REDUCIBLE_MODES:
+    if _reducible(image.crop((0, 0, 1, 1))).mode not in REDUCIBLE_MODES:
         return image
-    info = image.info
-    reduced = image.reduce(factor)
-    reduced.info = info  # keeps icc_profile for the colour conversion
+    rows = max(factor, STRIP_ROWS // factor * factor)  # a multiple of factor: strips reduce like the whole
+    reduced = None
+    for top in range(0, image.height, rows):
+        strip = _reducible(image.crop((0, top, image.width, min(image.height, top + rows)))).reduce(factor)
+        if reduced is None:
+            reduced = Image.new(strip.mode, (-(-image.width // factor), -(-image.height // factor)))
+        reduced.paste(strip, (0, top // factor))
+    reduced.info = image.info  # keeps icc_profile for the colour conversion
     return reduced
 
 
@@ -199,6 +259,8 @@ def _orientation(image: Image.Image, notes: dict) -> int:
         with warnings.catch_warnings():  # corrupt EXIF warns per tag; the orientation is all we read
             warnings.simplefilter("ignore")
             value = image.getexif().get(0x0112, 1)
+    except MemoryError:
+        raise
     except Exception as exc:  # hostile EXIF must not sink an otherwise good photo
         notes["exif_ignored"] = str(exc)[:120]
         return 1
@@ -247,11 +309,22 @@ def check_size(n_bytes: int) -> None:
 
 def render(data: bytes) -> Rendered:
     """Validate and process one upload. Raises ImageRejected with a stable code."""
+    try:
+        return _render(data)
+    except MemoryError:
+        # Any allocation, not only the decode's: colour conversion and resizing of a
+        # large source allocate too. The budget makes this rare; it is not a bug.
+        raise ImageRejected(OUT_OF_MEMORY, "the decoder could not allocate memory") from None
+
+
+def _render(data: bytes) -> Rendered:
     started = time.perf_counter()
     check_size(len(data))
     fmt = sniff_format(data)
     if fmt == "WEBP":
+        # Before Image.open: libwebp allocates its canvases when the file is opened.
         check_dimensions(*webp_canvas_size(data))
+        check_decode_memory(fmt, "RGBA", *webp_canvas_size(data))
     notes: dict = {}
     try:
         with warnings.catch_warnings():
@@ -266,16 +339,17 @@ def render(data: bytes) -> Rendered:
             raise ImageRejected(TOO_MANY_FRAMES, f"{frames} frames; the limit is {MAX_FRAMES}")
         if frames > 1:
             notes["frames"] = frames  # the first frame is used
-        orientation = _orientation(image, notes)
         if fmt == "JPEG":
             image.draft(None, (LARGEST, LARGEST))
+        check_decode_memory(fmt, image.mode, *image.size)  # the size and mode decoded (after draft)
         image.load()
+        # After load(): a PNG's getexif() decodes the whole image to find an eXIf chunk,
+        # which inside _orientation's blanket except would swallow a soft time limit.
+        orientation = _orientation(image, notes)
     except ImageRejected:
         raise
     except Image.DecompressionBombError as exc:
         raise ImageRejected(TOO_MANY_PIXELS, str(exc)[:200]) from None
-    except MemoryError:
-        raise ImageRejected(OUT_OF_MEMORY, "the decoder could not allocate memory") from None
     except DECODE_ERRORS as exc:
         raise ImageRejected(CORRUPT, f"cannot decode {fmt}: {str(exc)[:200]}") from None
     image = shrink_early(image)

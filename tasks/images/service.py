@@ -130,14 +130,37 @@ def summarize(media: MediaFile, *, duplicate: bool = False) -> dict[str, Any]:
 
 
 def _current_base(session: Session, subject: Subject, *, for_update: bool = False) -> tuple[bool, str | None]:
-    """(subject still exists, the variant base its reference points at)."""
+    """(subject still exists, the variant base its reference points at).
+
+    Raises ImageRejected(bad_stored_name) when the stored reference is not
+    exactly one of our names: it is about to be compared with, and swept
+    against, real files.
+    """
     if subject.purpose == "profile_photo":
         query = select(User.profile_photo_filename).where(User.id == subject.user_id)
         row = session.execute(query.with_for_update() if for_update else query).first()
-        return (row is not None, row[0] if row else None)
+        if row is None or row[0] is None:
+            return (row is not None, None)
+        return (True, storage.checked_base(
+            subject.purpose, row[0], f"users.profile_photo_filename of user {subject.user_id}"))
     query = select(Post.image_url).where(Post.id == subject.post_id)
     row = session.execute(query.with_for_update() if for_update else query).first()
     return (row is not None, storage.base_from_url(subject.purpose, row[0]) if row else None)
+
+
+def _same_subject(subject: Subject) -> list:
+    return [MediaFile.purpose == subject.purpose, MediaFile.user_id == subject.user_id,
+            MediaFile.post_id.is_(None) if subject.post_id is None else MediaFile.post_id == subject.post_id]
+
+
+def _unswept_bases(session: Session, subject: Subject) -> set[str]:
+    """The subject's completed variant bases whose files were not yet deleted, each checked."""
+    rows = session.execute(select(MediaFile.id, MediaFile.filename).where(
+        *_same_subject(subject), MediaFile.processing_status == ProcessingStatus.COMPLETED,
+        MediaFile.filename.is_not(None),
+        ~MediaFile.meta.has_key("variants_deleted_at"))).all()  # noqa: W601
+    return {storage.checked_base(subject.purpose, row.filename, f"media_files.filename of {row.id}")
+            for row in rows}
 
 
 def _set_reference(session: Session, subject: Subject, base: str) -> None:
@@ -196,11 +219,12 @@ def finish(session: Session, subject: Subject, media_id: str, rendered: Rendered
     exists, previous_base = _current_base(session, subject, for_update=True)
     if not exists:
         return {"status": "gone", "media_file_id": media_id}
+    # Every stored name the sweep after this will turn into a path is checked now,
+    # so a bad one fails this upload (recorded) before any file is written.
+    _unswept_bases(session, subject)
     base = storage.variant_base(subject.purpose, subject.key, rendered.sha256)
     newer = session.scalar(select(func.count()).select_from(MediaFile).where(
-        MediaFile.purpose == subject.purpose, MediaFile.user_id == subject.user_id,
-        MediaFile.post_id.is_(None) if subject.post_id is None else MediaFile.post_id == subject.post_id,
-        MediaFile.processing_status == ProcessingStatus.COMPLETED,
+        *_same_subject(subject), MediaFile.processing_status == ProcessingStatus.COMPLETED,
         MediaFile.filename == previous_base, MediaFile.created_at > media.created_at,
     )) if previous_base and previous_base != base else 0
     storage.write_variants(subject.purpose, base, rendered.variants)
@@ -230,16 +254,16 @@ def sweep_unreferenced(session: Session, subject: Subject, extra_bases: tuple[st
     Candidates are the subject's completed rows whose files were not yet
     deleted, plus ``extra_bases`` (a previous reference with no row, or files
     written by a transaction that rolled back). Safe to run any number of times.
+    A stored name that is not exactly one of ours raises
+    ImageRejected(bad_stored_name) before anything is deleted.
     """
     lock_subject(session, subject)
     _exists, current = _current_base(session, subject)
-    same_subject = [MediaFile.purpose == subject.purpose, MediaFile.user_id == subject.user_id,
-                    MediaFile.post_id.is_(None) if subject.post_id is None else MediaFile.post_id == subject.post_id]
-    rows = session.scalars(select(MediaFile.filename).where(
-        *same_subject, MediaFile.processing_status == ProcessingStatus.COMPLETED,
-        MediaFile.filename.is_not(None),
-        ~MediaFile.meta.has_key("variants_deleted_at")).distinct()).all()  # noqa: W601
-    candidates = {base for base in (*rows, *extra_bases) if base and base != current}
+    same_subject = _same_subject(subject)
+    # All names are checked before the first delete: a bad one deletes nothing at all.
+    rows = _unswept_bases(session, subject)
+    extra = {storage.checked_base(subject.purpose, base, "swept base") for base in extra_bases if base}
+    candidates = {base for base in (*rows, *extra) if base != current}
     deleted = []
     now = datetime.now(timezone.utc).isoformat()
     for base in sorted(candidates):

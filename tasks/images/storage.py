@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path, PurePosixPath
 
 import settings
-from tasks.images.errors import BAD_PATH, NOT_FOUND, ImageRejected
+from tasks.images.errors import BAD_PATH, BAD_STORED_NAME, NOT_FOUND, ImageRejected
 from tasks.images.pipeline import MAX_FILE_BYTES, VARIANT_SIZES, check_size
 
 FOLDERS = {"profile_photo": "profile_photos", "post_photo": "post_photos"}
@@ -29,6 +29,11 @@ PRIMARY_VARIANT = {"profile_photo": "medium", "post_photo": "large"}
 # A fixed namespace: the same (purpose, subject, content) always yields the same file names.
 VARIANT_NAMESPACE = uuid.UUID("6f1c1f0e-3b7a-5c1e-9a55-2d1b8c3e7a10")
 MAX_SOURCE_PATH = 1024
+# The exact shape of a variant base, as variant_base() makes it. A base read back
+# from the database (users.profile_photo_filename, media_files.filename, the base
+# inside posts.image_url) becomes a path only through checked_base(): a stored
+# '../post_photos/post_<hex>' would otherwise delete another subject's files.
+BASE_PATTERNS = {purpose: re.compile(rf"{prefix}_[0-9a-f]{{32}}") for purpose, prefix in PREFIXES.items()}
 
 
 def media_root() -> Path:
@@ -52,8 +57,25 @@ def variant_base(purpose: str, subject_key: str, sha256: str) -> str:
     return f"{PREFIXES[purpose]}_{uuid.uuid5(VARIANT_NAMESPACE, f'{purpose}:{subject_key}:{sha256}').hex}"
 
 
+def checked_base(purpose: str, base: object, source: str = "variant base") -> str:
+    """``base`` if it is exactly a ``purpose`` variant base, else ImageRejected(bad_stored_name).
+
+    fullmatch, not ``$``: ``$`` also matches before a trailing newline.
+    """
+    if isinstance(base, str) and BASE_PATTERNS[purpose].fullmatch(base):
+        return base
+    raise _reject(BAD_STORED_NAME, f"{source} {str(base)[:100]!r} is not a {purpose} name "
+                                   f"(^{BASE_PATTERNS[purpose].pattern}$); nothing was written or deleted")
+
+
 def variant_names(base: str) -> dict[str, str]:
     return {name: f"{base}_{name}.jpg" for name, _size in VARIANT_SIZES}
+
+
+def variant_paths(purpose: str, base: str) -> dict[str, Path]:
+    """The four variant files of ``base``: the only way a base becomes a path."""
+    directory = folder(purpose)
+    return {name: directory / filename for name, filename in variant_names(checked_base(purpose, base)).items()}
 
 
 def variant_url(purpose: str, base: str, size_name: str | None = None) -> str:
@@ -61,13 +83,21 @@ def variant_url(purpose: str, base: str, size_name: str | None = None) -> str:
 
 
 def base_from_url(purpose: str, url: str | None) -> str | None:
-    """The variant base a stored URL points at, or None if it is not one of ours."""
+    """The variant base a stored URL points at, or None if it is not one of ours.
+
+    A URL elsewhere (another host, another prefix) is not ours: None. A URL
+    inside our own folder that is not exactly one of our variant URLs
+    ('/media/post_photos/../profile_photos/...') was not written by us:
+    ImageRejected(bad_stored_name), like a bad stored file name.
+    """
     if not url:
         return None
-    pattern = (re.escape(f"{media_url()}/{FOLDERS[purpose]}/") + f"({PREFIXES[purpose]}_[0-9a-f]{{32}})_"
-               + re.escape(f"{PRIMARY_VARIANT[purpose]}.jpg") + "$")
-    match = re.match(pattern, url)
-    return match.group(1) if match else None
+    folder_prefix = f"{media_url()}/{FOLDERS[purpose]}/"
+    if not url.startswith(folder_prefix):
+        return None
+    suffix = f"_{PRIMARY_VARIANT[purpose]}.jpg"
+    base = url[len(folder_prefix):-len(suffix)] if url.endswith(suffix) else None
+    return checked_base(purpose, base if base is not None else url, "stored URL")
 
 
 def _reject(code: str, message: str) -> ImageRejected:
@@ -135,12 +165,12 @@ def write_atomically(path: Path, data: bytes) -> None:
 
 def write_variants(purpose: str, base: str, variants: dict[str, bytes]) -> list[Path]:
     """Write the four variants. The caller holds the subject's lock (service.finish)."""
+    targets = variant_paths(purpose, base)
     directory = folder(purpose)
     directory.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(directory, base)
+    remove_stale_temporaries(purpose, base)
     paths = []
-    for name, filename in variant_names(base).items():
-        path = directory / filename
+    for name, path in targets.items():
         write_atomically(path, variants[name])
         paths.append(path)
     # The renames must be durable before the database row that references them commits.
@@ -152,7 +182,7 @@ def write_variants(purpose: str, base: str, variants: dict[str, bytes]) -> list[
     return paths
 
 
-def remove_stale_temporaries(directory: Path, base: str) -> int:
+def remove_stale_temporaries(purpose: str, base: str) -> int:
     """Delete temporaries a writer of ``base`` left when it was killed mid-write (SIGKILL, OOM).
 
     Only a writer holding the subject's lock writes ``base``, and PostgreSQL
@@ -161,23 +191,22 @@ def remove_stale_temporaries(directory: Path, base: str) -> int:
     rewrites the same (deterministic) base removes it.
     """
     removed = 0
-    for stale in directory.glob(f".{base}_*.tmp"):
+    # A checked base holds no glob metacharacters: the pattern matches this base's temporaries only.
+    for stale in folder(purpose).glob(f".{checked_base(purpose, base)}_*.tmp"):
         stale.unlink(missing_ok=True)
         removed += 1
     return removed
 
 
 def variants_exist(purpose: str, base: str) -> bool:
-    directory = folder(purpose)
-    return all((directory / filename).is_file() for filename in variant_names(base).values())
+    return all(path.is_file() for path in variant_paths(purpose, base).values())
 
 
 def delete_variants(purpose: str, base: str) -> int:
-    directory = folder(purpose)
     deleted = 0
-    for filename in variant_names(base).values():
+    for path in variant_paths(purpose, base).values():
         try:
-            (directory / filename).unlink()
+            path.unlink()
             deleted += 1
         except FileNotFoundError:
             pass

@@ -60,6 +60,10 @@ def process_upload(purpose: str, subject_id: int | str, source_path: str) -> dic
     try:
         with session_scope() as session:
             summary = service.finish(session, subject, start.media_id, rendered)
+    except ImageRejected as exc:  # a stored name of the subject is not ours: checked before any write
+        with session_scope() as session:
+            return service.fail(session, start.media_id, exc, {"sha256": rendered.sha256,
+                                                               "file_size": rendered.file_size})
     except BaseException:
         # The files may be written while the row and reference rolled back.
         with session_scope() as session:

@@ -228,3 +228,19 @@ def test_libvips_tagged_cmyk_and_p3_jpegs_round_trip_to_the_original_srgb(profil
     got = open_variant(pipeline.render(data).variants["large"]).getpixel((256, 256))
     assert close(got, colour, 6), got
     assert not close(tagged.convert("RGB").getpixel((150, 150)), colour, 6)  # ignoring the profile is wrong
+
+
+def many_frames(fmt: str, count: int) -> bytes:
+    # Distinct frames: Pillow's APNG writer and libwebp merge identical (or, lossy, similar) ones.
+    frames = [Image.new("RGB", (64, 64), (i * 37 % 256, i * 91 % 256, i // 4)) for i in range(count)]
+    return corpus.save(frames[0], fmt, save_all=True, append_images=frames[1:], duration=20, loop=0,
+                       **({"lossless": True} if fmt == "WEBP" else {}))
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
+def test_an_animation_over_the_frame_cap_is_too_many_frames(fmt):
+    at_cap, over = many_frames(fmt, pipeline.MAX_FRAMES), many_frames(fmt, pipeline.MAX_FRAMES + 1)
+    assert Image.open(io.BytesIO(over)).n_frames == pipeline.MAX_FRAMES + 1  # the file really has them
+    assert render_or_code(over)[1] == "too_many_frames"
+    rendered, code = render_or_code(at_cap)
+    assert code is None and rendered.notes["frames"] == pipeline.MAX_FRAMES

@@ -178,7 +178,9 @@ def test_two_concurrent_deliveries_of_one_upload_write_one_set_of_files(clean_db
         thread.start()
     for thread in threads:
         thread.join(60)
+    assert not any(thread.is_alive() for thread in threads), "a delivery is still running after 60 s"
     assert not errors
+    assert len(results) == 2  # both deliveries returned, so the checks below compare two results
     assert {r["filename"] for r in results} == {results[0]["filename"]}
     assert all(r["status"] == "COMPLETED" for r in results)
     (row,) = rows(user_id=user_id)
