@@ -13,7 +13,11 @@ _settings = settings.current()
 broker_url = _settings.broker_url
 result_backend = _settings.result_backend_url
 result_expires = 24 * 3600
-result_extended = True
+# Off: extended results would copy every task's name, args, kwargs, worker and
+# queue into the result backend (Redis, and its AOF on disk) for result_expires.
+# Nothing reads them back: dead letters keep their own arguments in PostgreSQL,
+# `dead retry` re-sends from there, and Flower takes args from task events.
+result_extended = False
 
 # --- Serialization: JSON only, so no message can execute code on a worker.
 task_serializer = "json"
