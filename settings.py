@@ -73,8 +73,8 @@ class Settings:
         "TASK_MAX_DELIVERIES", 5, "Deliveries of one task id (per retry) before it is a poison pill: "
         "dead-lettered, and its family closes out its state.", minimum=1)
     task_max_message_bytes: int = _setting(
-        "TASK_MAX_MESSAGE_BYTES", 256 * 1024, "Largest task message body a worker accepts; larger ones are "
-        "dead-lettered unread.", minimum=1024)
+        "TASK_MAX_MESSAGE_BYTES", 256 * 1024, "Largest task message (headers, properties and body) a worker "
+        "accepts; larger ones are dead-lettered unread.", minimum=1024)
 
     # --- Beat ------------------------------------------------------------------
     beat_lock_retry_seconds: float = _setting(
@@ -82,6 +82,10 @@ class Settings:
         minimum=0.05)
     beat_heartbeat_seconds: float = _setting(
         "BEAT_HEARTBEAT_SECONDS", 30.0, "Interval of the `maintenance.beat_heartbeat` entry.", minimum=0.1)
+    beat_lease_seconds: float = _setting(
+        "BEAT_LEASE_SECONDS", 30.0, "Lease of the leading beat, renewed every third of it. A standby "
+        "terminates the database session of a leader whose lease is older than this (hung or cut-off host) "
+        "and takes over: within BEAT_LEASE_SECONDS + BEAT_LOCK_RETRY_SECONDS.", minimum=1.0)
 
     # --- Engagement reconciliation ---------------------------------------------
     engagement_repair_batch: int = _setting("ENGAGEMENT_REPAIR_BATCH", 1000,
@@ -116,6 +120,12 @@ class Settings:
     flower_port: int = _setting("FLOWER_PORT", 5555, "Flower's port in the dev runner.", minimum=1)
     exporter_port: int = _setting("EXPORTER_PORT", 9808, "The metrics exporter's port in the dev runner.",
                                   minimum=1)
+    exporter_basic_auth: str | None = _setting(
+        "EXPORTER_BASIC_AUTH", None, "`user:password[,user:password…]` for the metrics exporter. Required to "
+        "bind a non-loopback address; unset, a loopback exporter serves without auth.", secret=True)
+    exporter_cache_seconds: float = _setting(
+        "EXPORTER_CACHE_SECONDS", 5.0, "Seconds the exporter serves one read of Redis and PostgreSQL to every "
+        "scrape.", minimum=1)
     log_level: str = _setting("LOG_LEVEL", "INFO", "Root log level.",
                               choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
 

@@ -90,9 +90,15 @@ def _cmd_dead(args) -> int:
 
 
 def _cmd_exporter(args) -> int:
-    settings.require_services("the exporter")
-    from workers.observability.exporter import run_exporter
+    from workers.observability.auth import EndpointConfigError
+    from workers.observability.exporter import exporter_credentials, run_exporter
 
+    try:
+        exporter_credentials(args.address)  # refuse a public address before touching any service
+    except EndpointConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    settings.require_services("the exporter")
     return run_exporter(address=args.address, port=args.port)
 
 
@@ -139,7 +145,8 @@ def build_parser(extensions: tuple[Callable, ...] = ()) -> argparse.ArgumentPars
     dead.set_defaults(func=_cmd_dead)
 
     exporter = sub.add_parser("exporter", help="Prometheus exporter: queues, beat dispatches, task durations, dead letters")
-    exporter.add_argument("--address", default="127.0.0.1")
+    exporter.add_argument("--address", default="127.0.0.1",
+                          help="bind address; a non-loopback one needs EXPORTER_BASIC_AUTH")
     exporter.add_argument("--port", type=int, default=9808)
     exporter.set_defaults(func=_cmd_exporter)
     return parser

@@ -1,13 +1,21 @@
-"""Benchmark harness: every figure is recorded beside a baseline measured in the same run.
+"""Benchmark harness: every figure is recorded beside a baseline measured in the same run, and its goal.
 
 Results are merged by name into .bench/results.json as a list of
-{name, value, unit, baseline, ratio, ...}; ``ratio`` is value / baseline.
+{name, value, unit, baseline, ratio, baseline_name, baseline_kind, goal, goal_check, met, ...}:
+``ratio`` is value / baseline; ``baseline_kind`` is "measured", or "extrapolated"
+when the baseline was scaled up from a sample; ``goal`` is the target in words
+("ratio <= 2"), ``goal_check`` the same as data ({"of", "op", "target"}) and
+``met`` whether this run reached it. A context figure, which has no target,
+says why in ``goal`` and has ``goal_check`` and ``met`` null. Each figure and
+its verdict is printed, and listed again at the end of the run.
 """
 from __future__ import annotations
 
 import json
+import operator
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -20,6 +28,46 @@ _recorded: list[dict] = []
 
 HERE = Path(__file__).resolve().parent
 
+_COMPARE = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt}
+BASELINE_KINDS = ("measured", "extrapolated")
+
+
+@dataclass(frozen=True)
+class Goal:
+    """The target of a figure: entry[of] op target, e.g. Goal("ratio", "<=", 2)."""
+    of: str
+    op: str
+    target: float
+    why: str = ""
+
+    def __post_init__(self):
+        if self.op not in _COMPARE:
+            raise ValueError(f"unknown comparator {self.op!r}")
+
+    def __str__(self) -> str:
+        return f"{self.of} {self.op} {self.target:g}" + (f" ({self.why})" if self.why else "")
+
+    def check(self) -> dict:
+        return {"of": self.of, "op": self.op, "target": self.target}
+
+    def met(self, entry: dict) -> bool:
+        return _COMPARE[self.op](entry[self.of], self.target)
+
+
+@dataclass(frozen=True)
+class NoGoal:
+    """A context figure: measured for what it explains, with no target to meet."""
+    why: str
+
+    def __str__(self) -> str:
+        return f"none, context figure: {self.why}"
+
+    def check(self) -> None:
+        return None
+
+    def met(self, entry: dict) -> None:
+        return None
+
 
 def pytest_collection_modifyitems(items):
     for item in items:
@@ -27,14 +75,45 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.bench)
 
 
-def record(name: str, value: float, unit: str, baseline: float, baseline_name: str, **extra) -> dict:
+def verdict(entry: dict) -> str:
+    met = {True: "yes", False: "no", None: "n/a"}[entry["met"]]
+    check = entry["goal_check"]
+    # A goal on a figure other than value and ratio (a speed-up, a per-user cost) shows what was measured.
+    got = f", got {check['of']} {entry[check['of']]}" if check and check["of"] not in ("value", "ratio") else ""
+    return f"goal: {entry['goal']}{got}, met: {met}"
+
+
+def record(name: str, value: float, unit: str, baseline: float, baseline_name: str, *, goal: Goal | NoGoal,
+           baseline_kind: str = "measured", **extra) -> dict:
+    """Record one figure. ``goal`` has no default: every figure states its target, or why it has none."""
+    if baseline_kind not in BASELINE_KINDS:
+        raise ValueError(f"baseline_kind must be one of {BASELINE_KINDS}")
     entry = {"name": name, "value": round(value, 4), "unit": unit, "baseline": round(baseline, 4),
              "ratio": round(value / baseline, 4) if baseline else None,
-             "baseline_name": baseline_name, **extra}
+             "baseline_name": baseline_name, "baseline_kind": baseline_kind, **extra}
+    # Judged on the rounded figures, so the verdict agrees with the numbers printed and saved.
+    entry.update(goal=str(goal), goal_check=goal.check(), met=goal.met(entry))
     _recorded.append(entry)
-    print(f"\nBENCH {name}: {entry['value']} {unit} (baseline {baseline_name}: {entry['baseline']}, "
-          f"ratio {entry['ratio']})")
+    print(f"\nBENCH {summary_line(entry)}")
     return entry
+
+
+def summary_line(entry: dict) -> str:
+    return (f"{entry['name']}: {entry['value']} {entry['unit']} "
+            f"(baseline, {entry['baseline_kind']}: {entry['baseline_name']}: {entry['baseline']}; "
+            f"ratio {entry['ratio']}); {verdict(entry)}")
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The figures again, after the run: pytest captures what the tests print."""
+    if not _recorded:
+        return
+    terminalreporter.section("benchmark figures and goals")
+    for entry in _recorded:
+        terminalreporter.write_line(summary_line(entry))
+    judged = [entry for entry in _recorded if entry["met"] is not None]
+    terminalreporter.write_line(f"goals met: {sum(entry['met'] for entry in judged)} of {len(judged)} "
+                                f"({len(_recorded) - len(judged)} context figures without one)")
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -2,7 +2,7 @@
 beside the no-op task baseline measured in the same run."""
 from sqlalchemy import text
 
-from tests.benchmarks.conftest import measure_task_throughput
+from tests.benchmarks.conftest import Goal, measure_task_throughput
 
 AUTHORS = 20          # one post each: events for different posts run in parallel
 BULK_BATCH = 500      # source ids per record_many task
@@ -46,7 +46,8 @@ def test_record_throughput(celery_app, clean_db, noop_throughput, bench_record):
                                    warmup=warmup, name="notif-bench")
     _assert_all_recorded(clean_db, count + warmup)
     entry = bench_record("notifications.record_throughput_2proc", rate, "events/s", noop_throughput,
-                         "celery.noop_throughput_2proc (same run)", events=count, posts=AUTHORS)
+                         "celery.noop_throughput_2proc (same run)", events=count, posts=AUTHORS,
+                         goal=Goal("ratio", ">=", 0.7, "one event per task, at least 0.7x the no-op task"))
     assert entry["value"] > 0
 
 
@@ -65,5 +66,6 @@ def test_record_many_throughput(celery_app, clean_db, noop_throughput, bench_rec
     _assert_all_recorded(clean_db, (tasks_count + warmup) * BULK_BATCH)
     entry = bench_record("notifications.record_many_throughput_2proc", task_rate * BULK_BATCH, "events/s",
                          noop_throughput, "celery.noop_throughput_2proc (same run)",
-                         events=tasks_count * BULK_BATCH, batch=BULK_BATCH, posts=AUTHORS)
+                         events=tasks_count * BULK_BATCH, batch=BULK_BATCH, posts=AUTHORS,
+                         goal=Goal("ratio", ">=", 5, "batched events at least 5x the no-op task rate"))
     assert entry["value"] > 0

@@ -11,30 +11,54 @@ the database:
 - ``jobs_task_duration_seconds{task,state}``: histogram over all workers (workers/observability/metrics.py);
 - ``jobs_dead_letters{status}``: rows in ``dead_letters``;
 - ``jobs_exporter_source_up{source}``: 1 when the broker / database could be read.
+
+One read serves every scrape for ``EXPORTER_CACHE_SECONDS``: a read is a Redis
+SCAN and a database query, and a scraper (or anyone who can reach the port)
+must not be able to turn its request rate into load on both. On a loopback
+address the exporter may serve without credentials; any other address needs
+``EXPORTER_BASIC_AUTH``, the same rule as Flower (workers/observability/auth.py).
 """
 from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
+from collections.abc import Callable
 
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
+import settings
+from workers.broker import redis_client
+from workers.observability.auth import authorized, parse_basic_auth, require_credentials
+
 log = logging.getLogger("workers.observability.exporter")
+
+REALM = "jobs exporter"
 
 
 class JobsCollector:
-    def __init__(self, app=None):
+    def __init__(self, app=None, cache_seconds: float | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         if app is None:
             from workers.celery_app import app
         self.app = app
-
-    def _redis(self):
-        import redis
-
-        return redis.Redis.from_url(str(self.app.conf.broker_url), socket_timeout=3, socket_connect_timeout=3)
+        self.cache_seconds = settings.current().exporter_cache_seconds if cache_seconds is None else cache_seconds
+        self._clock = clock
+        # Held across a read, so concurrent scrapes of an expired cache wait for one read, not start one each.
+        self._lock = threading.Lock()
+        self._families: list | None = None
+        self._read_at = 0.0
 
     def collect(self):
+        with self._lock:
+            now = self._clock()
+            if self._families is None or now - self._read_at >= self.cache_seconds:
+                self._families = list(self.read())
+                self._read_at = now
+            return list(self._families)
+
+    def read(self):
         import celeryconfig
 
         up = GaugeMetricFamily("jobs_exporter_source_up", "1 if the exporter could read the source", labels=["source"])
@@ -47,13 +71,14 @@ class JobsCollector:
             from workers.observability.metrics import BUCKETS, read_histograms
             from workers.observability.queues import oldest_message_age, queue_depths
 
-            client = self._redis()
+            client = redis_client()  # None on a broker other than Redis: no ages, no histograms
             now = time.time()
             for queue, waiting in queue_depths(self.app, celeryconfig.QUEUE_NAMES).items():
                 depth.add_metric([queue], waiting)
-                oldest = oldest_message_age(client, queue, now)
+                oldest = oldest_message_age(client, queue, now) if client is not None else None
                 age.add_metric([queue], oldest if oldest is not None else 0.0)
-            for (task, state), histogram in sorted(read_histograms(client).items()):
+            histograms = read_histograms(client) if client is not None else {}
+            for (task, state), histogram in sorted(histograms.items()):
                 buckets = [("+Inf" if math.isinf(bound) else repr(bound), count)
                            for bound, count in zip(BUCKETS, histogram["buckets"])]
                 durations.add_metric([task, state], buckets, histogram["sum"])
@@ -90,19 +115,65 @@ class JobsCollector:
         yield up
 
 
-def build_registry(app=None):
+def build_registry(app=None, collector: JobsCollector | None = None):
     from prometheus_client import CollectorRegistry
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(JobsCollector(app))
+    registry.register(collector or JobsCollector(app))
     return registry
 
 
-def run_exporter(address: str = "127.0.0.1", port: int = 9808) -> int:
-    from prometheus_client import start_http_server
+def exporter_credentials(address: str) -> list[tuple[str, str]]:
+    """EXPORTER_BASIC_AUTH's pairs; raises EndpointConfigError for a public address without any."""
+    credentials = parse_basic_auth(settings.current().exporter_basic_auth, "EXPORTER_BASIC_AUTH")
+    require_credentials("the exporter", address, credentials, "EXPORTER_BASIC_AUTH")
+    return credentials
 
-    start_http_server(port, addr=address, registry=build_registry())
-    print(f"exporter: http://{address}:{port}/metrics", flush=True)
+
+def with_basic_auth(wsgi_app, credentials: list[tuple[str, str]]):
+    """The app behind basic auth; unchanged without credentials (a loopback address)."""
+    if not credentials:
+        return wsgi_app
+
+    def guarded(environ, start_response):
+        if authorized(environ.get("HTTP_AUTHORIZATION"), credentials):
+            return wsgi_app(environ, start_response)
+        start_response("401 Unauthorized", [("WWW-Authenticate", f'Basic realm="{REALM}", charset="UTF-8"'),
+                                            ("Content-Type", "text/plain; charset=utf-8")])
+        return [b"401 Unauthorized: this exporter needs basic auth\n"]
+    return guarded
+
+
+def serve(address: str, port: int, registry, credentials: list[tuple[str, str]]):
+    """Start the HTTP server on a daemon thread; returns the server (``.shutdown()`` stops it)."""
+    import socket
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    from prometheus_client import make_wsgi_app
+    from prometheus_client.exposition import ThreadingWSGIServer
+
+    class Server(ThreadingWSGIServer):
+        pass
+
+    class QuietHandler(WSGIRequestHandler):
+        def log_message(self, format, *args):  # noqa: A002 - a line per scrape on stderr is noise
+            pass
+
+    # The family the address resolves to, so an IPv6 address binds as well as an IPv4 one.
+    family, _, _, _, sockaddr = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM,
+                                                   flags=socket.AI_PASSIVE)[0]
+    Server.address_family = family
+    server = make_server(sockaddr[0], port, with_basic_auth(make_wsgi_app(registry), credentials), Server,
+                         handler_class=QuietHandler)
+    threading.Thread(target=server.serve_forever, name="exporter-http", daemon=True).start()
+    return server
+
+
+def run_exporter(address: str = "127.0.0.1", port: int = 9808) -> int:
+    credentials = exporter_credentials(address)
+    serve(address, port, build_registry(), credentials)
+    print(f"exporter: http://{address}:{port}/metrics ({'basic auth' if credentials else 'no auth, loopback'})",
+          flush=True)
     try:
         while True:
             time.sleep(3600)

@@ -10,25 +10,16 @@
 """
 from __future__ import annotations
 
-import ipaddress
 import os
 import secrets
 import sys
 
 import settings
+from workers.observability.auth import EndpointConfigError, parse_basic_auth, require_credentials
 
 
 class FlowerConfigError(SystemExit):
     pass
-
-
-def is_loopback(address: str) -> bool:
-    if address in ("localhost", ""):
-        return address == "localhost"
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
 
 
 def generate_credentials() -> str:
@@ -51,14 +42,12 @@ def flower_argv(address: str, port: int) -> list[str]:
 
 def resolve_credentials(address: str) -> str:
     basic_auth = (settings.current().flower_basic_auth or "").strip()
-    if basic_auth:
-        if any(":" not in pair or not pair.split(":", 1)[1] for pair in basic_auth.split(",")):
-            raise FlowerConfigError("FLOWER_BASIC_AUTH must be user:password[,user:password...]")
-        return basic_auth
-    if not is_loopback(address):
-        raise FlowerConfigError(
-            f"refusing to start Flower on non-loopback address {address!r} without credentials: "
-            "set FLOWER_BASIC_AUTH=user:password")
+    try:
+        if parse_basic_auth(basic_auth, "FLOWER_BASIC_AUTH"):
+            return basic_auth
+        require_credentials("Flower", address, [], "FLOWER_BASIC_AUTH")
+    except EndpointConfigError as exc:
+        raise FlowerConfigError(str(exc)) from None
     credentials_file = settings.current().data_dir / "flower" / "credentials"
     credentials_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     basic_auth = generate_credentials()
