@@ -332,7 +332,8 @@ def find_chunk_drift(session: Session, chunk: Chunk, dry_run: bool = False) -> t
 
 
 def record_chunk(session: Session, run_id: str, chunk: Chunk, checked: int, result: BatchResult) -> None:
-    """Record a finished chunk once, then recompute the run's totals from its chunks.
+    """Record a finished chunk once, then recompute the run's totals from its chunks
+    (a chunk recorded before leaves the run untouched).
 
     The run row is locked in its own statement first, so the totals are summed in a
     fresh statement that sees every chunk committed before us (two chunks finishing
@@ -341,12 +342,16 @@ def record_chunk(session: Session, run_id: str, chunk: Chunk, checked: int, resu
     and chunk rows, and FOR UPDATE conflicts with that, so two chunks finishing
     together deadlocked.
     """
-    session.execute(text("""
+    inserted = session.execute(text("""
         INSERT INTO counter_run_chunks (run_id, parent_table, start_id, end_id, rows_checked, rows_fixed, max_drift)
         VALUES (:run_id, :table, :start, :end, :checked, :fixed, :max_drift)
         ON CONFLICT DO NOTHING"""),
         {"run_id": run_id, "table": chunk.parent_table, "start": chunk.after or "", "end": chunk.upto or "",
-         "checked": checked, "fixed": result.rows_fixed, "max_drift": result.max_drift})
+         "checked": checked, "fixed": result.rows_fixed, "max_drift": result.max_drift}).rowcount
+    if not inserted:
+        # A redelivered chunk, already recorded: the run's totals are the first delivery's,
+        # and a finished run keeps its finished_at and duration.
+        return
     session.execute(text("SELECT 1 FROM counter_runs WHERE id = :run_id FOR NO KEY UPDATE"), {"run_id": run_id})
     session.execute(text("""
         UPDATE counter_runs r SET rows_checked = s.checked, rows_fixed = s.fixed, max_drift = s.max_drift,

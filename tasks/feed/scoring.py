@@ -2,9 +2,11 @@
 
 ``score_users(session, user_ids, now)`` takes per-user advisory locks, deletes
 the chunk's feeds and inserts the new ones with one INSERT … SELECT built from
-window functions. The caller commits once, so a reader sees the old feed or
-the new one, never a mix and never an empty gap (READ COMMITTED: each
-statement sees only committed data, and delete and insert commit together).
+window functions. The caller commits once per chunk of at most
+``USERS_PER_TRANSACTION`` users (``transaction_chunks``), so a reader sees a
+user's old feed or the new one, never a mix and never an empty gap (READ
+COMMITTED: each statement sees only committed data, and delete and insert
+commit together).
 """
 from __future__ import annotations
 
@@ -21,6 +23,14 @@ from tasks.feed import algorithm as A
 # A chunk skips users locked by someone else: that writer produces an equally
 # fresh feed, and skipping cannot deadlock or wait behind a slow chunk.
 USER_LOCK_NAMESPACE = "feed.user"
+
+# Users (so advisory locks) per transaction. Every lock sits in PostgreSQL's shared
+# lock table until commit, and that table is small: max_locks_per_transaction (64)
+# per server process, about 7,800 entries with the defaults. One transaction locking
+# 10,000 users (MAX_LIST_ITEMS, the most one task accepts) fits; two at once failed
+# with "out of shared memory", for every other transaction on the server too. 500
+# as notifications.record_many: two concurrent calls stay far below the table.
+USERS_PER_TRANSACTION = 500
 
 
 def _score_sql() -> str:
@@ -145,13 +155,25 @@ def score_params(now: datetime) -> dict:
 
 @dataclass
 class ScoreResult:
-    users: int
-    skipped_locked: int
-    rows_deleted: int
-    rows_written: int
+    users: int = 0
+    skipped_locked: int = 0
+    rows_deleted: int = 0
+    rows_written: int = 0
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def add(self, other: ScoreResult) -> None:
+        self.users += other.users
+        self.skipped_locked += other.skipped_locked
+        self.rows_deleted += other.rows_deleted
+        self.rows_written += other.rows_written
+
+
+def transaction_chunks(user_ids: list[int]) -> list[list[int]]:
+    """The distinct ids in sorted slices of USERS_PER_TRANSACTION: one transaction each."""
+    unique = sorted(set(user_ids))
+    return [unique[start:start + USERS_PER_TRANSACTION] for start in range(0, len(unique), USERS_PER_TRANSACTION)]
 
 
 def lock_users(session: Session, user_ids: list[int], *, wait: bool = False) -> list[int]:
@@ -169,6 +191,8 @@ def lock_users(session: Session, user_ids: list[int], *, wait: bool = False) -> 
 
 def score_users(session: Session, user_ids: list[int], now: datetime, *, wait_for_lock: bool = False) -> ScoreResult:
     """Replace the feeds of ``user_ids`` as of ``now``. Never commits."""
+    if len(set(user_ids)) > USERS_PER_TRANSACTION:
+        raise ValueError(f"{len(set(user_ids))} users in one transaction; split them with transaction_chunks")
     locked = lock_users(session, user_ids, wait=wait_for_lock)
     if not locked:
         return ScoreResult(users=0, skipped_locked=len(set(user_ids)), rows_deleted=0, rows_written=0)

@@ -34,9 +34,15 @@ def score_active() -> dict:
 
 @job("feed.score_users")
 def score_users(user_ids: list[int]) -> dict:
-    """Rescore and atomically replace the feeds of one chunk of users."""
-    with session_scope() as session:
-        return scoring.score_users(session, user_ids, utcnow()).as_dict()
+    """Rescore and atomically replace these users' feeds, one commit per 500 users.
+
+    A retry after some chunks committed rescores them again: replacing a feed is idempotent.
+    """
+    now, total = utcnow(), scoring.ScoreResult()
+    for chunk in scoring.transaction_chunks(user_ids):
+        with session_scope() as session:
+            total.add(scoring.score_users(session, chunk, now))
+    return total.as_dict()
 
 
 @job("feed.refresh_user")

@@ -3,14 +3,17 @@ from __future__ import annotations
 
 import random
 import threading
-import time
+
+import pytest
 
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from tasks.engagement import reconcile as rc
 from tasks.engagement import runs
-from tests.engagement.conftest import add_posts, add_users, build_graph, wrong_counters
+from tests.engagement.conftest import (add_posts, add_users, build_graph, graph_counts_by_hand, stored_counts,
+                                      wrong_counters)
+from tests.waiting import backend_pid, blocked_by, wait_for
 
 STATE_TABLES = ("posts", "users", "comments", "counter_dirty", "counter_drift", "counter_runs", "counter_run_chunks")
 
@@ -42,16 +45,20 @@ def dirty_count(engine) -> int:
 
 
 def test_dirty_pass_repairs_what_the_triggers_marked_and_records_the_run(clean_db):
-    committed_graph(clean_db)  # counters all 0: every source insert marked its parent
+    graph = committed_graph(clean_db)  # counters all 0: every source insert marked its parent
     drifted = exact(clean_db)
     assert drifted and dirty_count(clean_db) > 0
     report = runs.run_dirty()
     assert exact(clean_db) == [] and dirty_count(clean_db) == 0
     with clean_db.connect() as conn:
+        assert stored_counts(conn, graph) == graph_counts_by_hand(graph)
+    with clean_db.connect() as conn:
         run = rc.run_status(conn, report.run_id)
         ledger = conn.execute(text("SELECT table_name, column_name, entity_id, stored_value, true_value "
                                    "FROM counter_drift WHERE run_id = :r"), {"r": report.run_id}).all()
-    assert run["mode"] == "dirty" and run["status"] == "finished" and run["duration_seconds"] is not None
+    assert run["mode"] == "dirty" and run["status"] == "finished"
+    assert run["duration_seconds"] == pytest.approx((run["finished_at"] - run["started_at"]).total_seconds())
+    assert run["finished_at"] >= run["started_at"]
     assert run["rows_fixed"] == len({(t, i) for t, _c, i, _s, _v in drifted})
     assert run["max_drift"] == max(v - s for *_x, s, v in drifted)
     assert sorted(tuple(r) for r in ledger) == sorted(drifted)
@@ -152,7 +159,10 @@ def test_two_concurrent_sweeps_one_runs_the_other_exits_cleanly(clean_db):
     finally:
         tx.commit()
         holder.close()
-    assert runs.start_full_sweep()[0] is not None
+    run_id, chunks = runs.start_full_sweep()
+    with clean_db.connect() as conn:
+        fresh = rc.run_status(conn, run_id)
+    assert winners[0] != run_id and fresh["status"] == "running" and fresh["chunks_total"] == len(chunks) > 0
 
 
 def test_a_stale_sweep_is_marked_failed_and_replaced(clean_db):
@@ -271,20 +281,25 @@ def test_counters_are_exact_after_concurrent_writers_sweeps_and_dirty_passes(cle
     threads += [threading.Thread(target=reconciler, args=(k,)) for k in ("sweep", "dirty")]
     for thread in threads:
         thread.start()
-    # Run for 4 s, and at least until the dirty path has passed 3 times after the first
-    # sweep finished (a loaded machine must not turn a slow start into a failure).
-    started, sweeps_done_at = time.monotonic(), None
-    while time.monotonic() - started < 30:
-        if sweeps_done_at is None and passes["sweep"] >= 1:
-            sweeps_done_at = passes["dirty"]
-        if time.monotonic() - started >= 4 and sweeps_done_at is not None and passes["dirty"] >= sweeps_done_at + 3:
-            break
-        time.sleep(0.05)
-    stop.set()
-    for thread in threads:
-        thread.join(timeout=60)
+    # Run until each writer has committed 30 times and the dirty path has passed 3 times
+    # after the first full sweep finished: counted events, so a slow machine only takes longer.
+    dirty_at_first_sweep = []
+
+    def enough() -> bool:
+        if not dirty_at_first_sweep and passes["sweep"] >= 1:
+            dirty_at_first_sweep.append(passes["dirty"])
+        return bool(errors) or (min(writes) >= 30 and bool(dirty_at_first_sweep)
+                                and passes["dirty"] >= dirty_at_first_sweep[0] + 3)
+
+    try:
+        wait_for(enough, timeout=180, what="30 writes each, a full sweep and 3 dirty passes after it")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert [t for t in threads if t.is_alive()] == []
     assert errors == []
-    assert min(writes) > 20 and passes["sweep"] >= 1 and passes["dirty"] >= 1
+    assert min(writes) >= 30 and passes["sweep"] >= 1 and passes["dirty"] >= 3
     assert exact(clean_db) == []
     runs.run_dirty()
     assert exact(clean_db) == [] and dirty_count(clean_db) == 0
@@ -308,15 +323,25 @@ def test_a_recount_skips_a_row_a_writer_holds_instead_of_undoing_its_write(clean
     writer = clean_db.connect()
     tx = writer.begin()
     _like_and_increment(writer, other, post)
-    outcome = {}
-    recount = threading.Thread(target=lambda: outcome.update(report=runs.refresh("posts", [post])))
+    writer_pid = backend_pid(writer)
+    outcome, done = {}, threading.Event()
+
+    def recount_now() -> None:
+        try:
+            outcome["report"] = runs.refresh("posts", [post])
+        finally:
+            done.set()
+
+    recount = threading.Thread(target=recount_now)
     recount.start()
-    recount.join(timeout=1.0)
-    finished_while_held = not recount.is_alive()
-    tx.commit()
-    writer.close()
-    recount.join(timeout=30)
-    assert finished_while_held and outcome["report"].result.skipped == [post]
+    try:
+        waiting = blocked_by(clean_db, writer_pid, done)   # the recount ends, or it waits on the writer
+    finally:
+        tx.commit()
+        writer.close()
+        recount.join()
+    assert waiting is None, f"the recount waited for the writer: {waiting}"
+    assert outcome["report"].result.skipped == [post]
     with clean_db.connect() as conn:
         assert conn.execute(text("SELECT hearts_count FROM posts WHERE id = :p"), {"p": post}).scalar() == 6
     runs.run_dirty()  # the skipped id was queued
@@ -340,23 +365,30 @@ def test_a_writer_arriving_during_a_recount_is_not_blocked_from_inserting_and_it
     session = Session(bind=reconciler)
     result = rc.repair_ids(session, "posts", [post], rc.start_run(session, "refresh"))
     assert [(f.stored, f.true) for f in result.fixes] == [(9, 1)]
-    timings = {}
+    reconciler_pid = backend_pid(reconciler)
+    inserted, done = threading.Event(), threading.Event()
 
     def write() -> None:
-        with clean_db.begin() as conn:
-            started = time.monotonic()
-            conn.execute(text("INSERT INTO likes (user_id, post_id) VALUES (:u, :p)"), {"u": other, "p": post})
-            timings["insert"] = time.monotonic() - started
-            conn.execute(text("UPDATE posts SET hearts_count = hearts_count + 1 WHERE id = :p"), {"p": post})
+        try:
+            with clean_db.begin() as conn:
+                conn.execute(text("INSERT INTO likes (user_id, post_id) VALUES (:u, :p)"), {"u": other, "p": post})
+                inserted.set()
+                conn.execute(text("UPDATE posts SET hearts_count = hearts_count + 1 WHERE id = :p"), {"p": post})
+        finally:
+            done.set()
 
     writer = threading.Thread(target=write)
     writer.start()
-    time.sleep(0.5)
-    assert writer.is_alive()  # its counter UPDATE waits for our row lock...
-    assert timings["insert"] < 0.4  # ...but its INSERT did not
-    rtx.commit()
-    reconciler.close()
-    writer.join(timeout=30)
+    try:
+        waiting = blocked_by(clean_db, reconciler_pid, done)
+        inserted_while_held = inserted.is_set()
+    finally:
+        rtx.commit()
+        reconciler.close()
+        writer.join()
+    # Its counter UPDATE waits for our row lock, but its INSERT already went through.
+    assert (waiting or "").startswith("UPDATE posts SET hearts_count"), waiting
+    assert inserted_while_held
     with clean_db.connect() as conn:
         assert conn.execute(text("SELECT hearts_count FROM posts WHERE id = :p"), {"p": post}).scalar() == 2
     assert exact(clean_db) == []

@@ -1,25 +1,14 @@
 """Real messages through the real broker to a real worker (the in-process worker on all queues)."""
 from __future__ import annotations
 
-import time
-
 import pytest
 from sqlalchemy import text
 
 from tasks.engagement import reconcile as rc
 from tests.engagement.conftest import build_graph, wrong_counters
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def wait_for(predicate, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 def test_refresh_counts_recounts_the_posts_now(clean_db, celery_worker):
@@ -84,6 +73,43 @@ def test_sweep_all_fans_out_chunks_and_a_second_sweep_is_skipped(clean_db, celer
     again = sweep_all.delay().get(timeout=30)  # free again once finished
     assert again["status"] == "dispatched"
     wait_for(lambda: finished(again["run_id"]), 60)  # no chunk may outlive the test's data
+
+
+def test_a_sweep_chunk_delivered_twice_is_counted_once(clean_db, celery_worker):
+    from tasks.engagement import runs
+    from tasks.engagement.tasks import sweep_chunk
+
+    with clean_db.begin() as conn:
+        build_graph(conn)
+        conn.execute(text("DELETE FROM counter_dirty"))  # only the sweep can fix these
+    run_id, chunks = runs.start_full_sweep(chunk_size=2)
+    assert len(chunks) > 3
+
+    def deliver(chunk: rc.Chunk) -> dict:
+        return sweep_chunk.delay(*chunk.as_args(), run_id).get(timeout=30)
+
+    def run() -> dict:
+        with clean_db.connect() as conn:
+            return rc.run_status(conn, run_id)
+
+    first = deliver(chunks[0])
+    assert deliver(chunks[0])["rows_fixed"] == 0          # redelivered: nothing left to fix there...
+    assert run()["chunks_done"] == 1                      # ...and the chunk is counted once
+    for chunk in chunks[1:]:
+        deliver(chunk)
+    finished = run()
+    deliver(chunks[-1])                                   # redelivered after the run finished
+    assert run() == finished
+    # build_graph's 6 users, 6 posts and 4 comments; 10 of them had a counter to fix (the
+    # largest by 4: post 4's hearts, post 0's comments); triggers marked, sweep repaired.
+    assert (finished["status"], finished["chunks_done"], finished["chunks_total"]) == ("finished", len(chunks),
+                                                                                       len(chunks))
+    assert (finished["rows_checked"], finished["rows_fixed"], finished["max_drift"]) == (16, 10, 4)
+    assert first["status"] == "done"
+    with clean_db.connect() as conn:
+        assert wrong_counters(conn) == []
+        assert conn.scalar(text("SELECT count(*) FROM counter_run_chunks WHERE run_id = :r"), {"r": run_id}) == \
+            len(chunks)
 
 
 def test_beat_schedules_the_dirty_pass_and_the_nightly_sweep():

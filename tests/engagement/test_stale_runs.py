@@ -58,12 +58,16 @@ def test_a_refresh_retried_after_a_batch_committed_does_not_leave_a_run_running_
         assert running_runs(conn, "refresh") == [orphan]  # not stale yet: a live run is never closed
 
     age_run(clean_db, orphan)
+    with clean_db.connect() as conn:
+        before_close = conn.scalar(text("SELECT now()"))
     later = runs.refresh("posts", posts[:1])  # the next refresh, hours later
     with clean_db.connect() as conn:
+        after_close = conn.scalar(text("SELECT now()"))
         assert running_runs(conn, "refresh") == []
         closed = rc.run_status(conn, orphan)
         finished = [rc.run_status(conn, r)["status"] for r in (retried.run_id, later.run_id)]
-    assert closed["status"] == "failed" and closed["finished_at"] is not None
+    assert closed["status"] == "failed"
+    assert before_close <= closed["finished_at"] <= after_close   # closed by that next refresh
     assert closed["failure_reason"] == rc.STALE_RUN_REASON
     assert closed["rows_checked"] == 2  # what it did commit stays on record
     assert finished == ["finished", "finished"]

@@ -28,28 +28,48 @@ def scored_order(feed):
 
 def test_decay_orders_by_engagement_times_half_life(graph, db_session):
     viewer = graph.user()
-    specs = [  # (age, hearts, shares): recency and engagement trade off through the half-life
-        (timedelta(hours=1), 0, 0), (timedelta(hours=13), 0, 0), (timedelta(hours=30), 0, 0),
-        (timedelta(hours=12), 3, 0), (timedelta(hours=24), 0, 5), (timedelta(hours=2), 1, 0),
-    ]
-    expected = {}
-    for age, hearts, shares in specs:
+    # (age h, hearts, shares) -> the documented score by hand, all followed (x 1.5):
+    # (1 + ln(1 + hearts + 3 shares)) x 2 ** (-age / 12) x 1.5
+    specs = {
+        "fresh": (1, 0, 0),              # 1 x 2**(-1/12) x 1.5          = 1.4158
+        "half a day": (13, 0, 0),        # 1 x 2**(-13/12) x 1.5         = 0.7079
+        "yesterday": (30, 0, 0),         # 1 x 2**(-30/12) x 1.5         = 0.2652
+        "hearts": (12, 3, 0),            # (1 + ln 4) x 1/2 x 1.5        = 1.7897
+        "shares": (24, 0, 5),            # (1 + ln 16) x 1/4 x 1.5       = 1.4147, just below "fresh"
+        "one heart": (2, 1, 0),          # (1 + ln 2) x 2**(-1/6) x 1.5  = 2.2626
+    }
+    posts = {}
+    for name, (hours, hearts, shares) in specs.items():
         author = graph.user()  # one author each: the per-author cap stays out of the way
         graph.follow(viewer, author)
-        post = graph.post(author, age=age, hearts=hearts, shares=shares)
-        expected[post] = A.decayed_score(hearts, 0, shares, age, A.FOLLOW_MULTIPLIER)
+        posts[graph.post(author, age=timedelta(hours=hours), hearts=hearts, shares=shares)] = name
     score_users(db_session, [viewer], NOW)
-    feed = graph.feed(viewer)
-    assert scored_order(feed) == sorted(expected, key=expected.get, reverse=True)
-    # Equal engagement: strictly newer first.
-    ages = {post: age for post, (age, h, s) in zip(expected, specs) if h == s == 0}
-    assert [p for p in scored_order(feed) if p in ages] == sorted(ages, key=ages.get)
+    assert [posts[p] for p in scored_order(graph.feed(viewer))] == [
+        "one heart", "hearts", "fresh", "shares", "half a day", "yesterday"]
 
 
-def test_half_life_is_the_one_documented():
-    fresh = A.decayed_score(0, 0, 0, timedelta(0))
-    assert A.decayed_score(0, 0, 0, A.HALF_LIFE) == pytest.approx(fresh / 2)
-    assert A.W_SHARES > A.W_REACTIONS > A.W_HEARTS
+def test_the_python_score_is_the_documented_formula():
+    assert A.HALF_LIFE == timedelta(hours=12)
+    assert A.decayed_score(0, 0, 0, timedelta(0)) == 1.0
+    assert A.decayed_score(0, 0, 0, timedelta(hours=12)) == pytest.approx(0.5)
+    assert A.decayed_score(0, 0, 0, timedelta(days=7)) == pytest.approx(2 ** -14)
+    # (1 + ln(1 + 10 + 1.5 x 4 + 3 x 2)) x 2**(-6/12) x 2.0 (mutual)
+    assert A.decayed_score(10, 4, 2, timedelta(hours=6), 2.0) == pytest.approx(5.848472, rel=1e-6)
+    # One share outweighs one reaction outweighs one heart.
+    assert A.decayed_score(0, 0, 1, timedelta(0)) > A.decayed_score(0, 1, 0, timedelta(0)) > \
+        A.decayed_score(1, 0, 0, timedelta(0))
+
+
+def test_trending_score_is_the_documented_time_invariant_number(graph, db_session):
+    # ln(1 + ln(1 + 3 hearts)) + ln 2 x (hours from 2020-01-01 to 2026-06-01 11:00 = 56,243) / 12
+    post = graph.post(graph.user(), age=timedelta(hours=1), hearts=3)
+    update_trending(db_session, NOW)
+    stored = db_session.scalar(text("SELECT engagement_score FROM posts WHERE id = :p"), {"p": post})
+    assert stored == pytest.approx(3249.592815, abs=1e-6)
+    # The same a day later: "now" does not enter it.
+    db_session.execute(text("UPDATE posts SET hearts_count = 3 WHERE id = :p"), {"p": post})
+    update_trending(db_session, NOW + timedelta(days=1))
+    assert db_session.scalar(text("SELECT engagement_score FROM posts WHERE id = :p"), {"p": post}) == stored
 
 
 @pytest.mark.parametrize("newer_by_hours, winner", [(6, "followed"), (8, "trending")])
@@ -165,3 +185,25 @@ def test_rescoring_replaces_the_whole_feed(graph, db_session):
     result = score_users(db_session, [viewer], NOW + timedelta(hours=2))   # first left the 7-day window
     assert [p for p, _, _ in graph.feed(viewer)] == [second]
     assert result.rows_deleted == 1 and result.rows_written == 1
+
+
+def test_update_trending_sets_posts_that_left_the_window_back_to_zero(graph, db_session):
+    author = graph.user()
+    leaving = graph.post(author, age=timedelta(days=6, hours=23), hearts=5)    # 1 h left in the window
+    staying = graph.post(author, age=timedelta(days=1), hearts=5)
+    assert update_trending(db_session, NOW) == {"status": "ok", "posts_rescored": 2}
+
+    def scores():
+        return dict(db_session.execute(text(
+            "SELECT id::text, engagement_score FROM posts WHERE id IN (:a, :b)"), {"a": leaving, "b": staying}).all())
+
+    before = scores()
+    assert before[leaving] > 0 and before[staying] > 0
+    in_view = text("SELECT id::text FROM popular_posts ORDER BY id")
+    assert set(db_session.scalars(in_view)) == {leaving, staying}
+    # Two hours on, the first post is 7 days and 1 hour old: back to 0 and out of the view,
+    # and only that row is written.
+    assert update_trending(db_session, NOW + timedelta(hours=2)) == {"status": "ok", "posts_rescored": 1}
+    assert scores() == {leaving: 0, staying: before[staying]}
+    assert set(db_session.scalars(in_view)) == {staying}
+    assert update_trending(db_session, NOW + timedelta(hours=3)) == {"status": "ok", "posts_rescored": 0}

@@ -17,6 +17,7 @@ from db.locks import try_xact_lock
 from tasks.feed.scoring import lock_users, score_users
 from tasks.feed.trending import update_trending
 from tests.feed.conftest import NOW, Graph
+from tests.waiting import backend_pid, blocked_by
 
 FEED_SQL = text("SELECT post_id::text FROM feed_items WHERE user_id = :u ORDER BY score DESC")
 
@@ -150,6 +151,19 @@ def _scope():
         session.close()
 
 
+def _committing_scope(remaining: list[int], engine):
+    """A session scope that, after each commit, records from another connection how many
+    expired rows are left: the sweep's progress as other transactions see it."""
+    @contextmanager
+    def scope():
+        with _scope() as session:
+            yield session
+        with engine.connect() as connection:
+            remaining.append(connection.scalar(text("SELECT count(*) FROM feed_items WHERE expires_at <= :t"),
+                                               {"t": NOW + A.FEED_TTL + timedelta(minutes=1)}))
+    return scope
+
+
 def test_expired_rows_are_swept_in_bounded_batches(committed, clean_db, monkeypatch):
     with freeze_time(NOW):
         viewers = []
@@ -161,29 +175,48 @@ def test_expired_rows_are_swept_in_bounded_batches(committed, clean_db, monkeypa
         rescore(fresh_viewer, NOW + timedelta(hours=12))
     with clean_db.connect() as connection:
         before = dict(connection.execute(text("SELECT user_id, count(*) FROM feed_items GROUP BY user_id")).all())
-    assert all(before[v] >= 12 for v in viewers + [fresh_viewer])
-    monkeypatch.setattr(A, "EXPIRE_BATCH", 5)   # several batches, one commit each
+    # Each viewer follows 12 authors with one post in the window, and is offered the posts of
+    # the graphs built before it as recent candidates: 12, 24, 36 rows; the fresh one 48.
+    assert before == {viewers[0]: 12, viewers[1]: 24, viewers[2]: 36, fresh_viewer: 48}
+    monkeypatch.setattr(A, "EXPIRE_BATCH", 5)
     with freeze_time(NOW + A.FEED_TTL - timedelta(minutes=1)):
-        assert expiry.sweep_expired(NOW + A.FEED_TTL - timedelta(minutes=1))["deleted"] == 0
-    with freeze_time(NOW + A.FEED_TTL + timedelta(minutes=1)):
-        later = NOW + A.FEED_TTL + timedelta(minutes=1)
+        assert expiry.sweep_expired(NOW + A.FEED_TTL - timedelta(minutes=1)) == {"status": "ok", "deleted": 0}
+    later = NOW + A.FEED_TTL + timedelta(minutes=1)
+    with freeze_time(later):
         session = new_session()
         # Expired rows are invisible to the read query even before the sweep: fallback instead.
         assert {reason for _p, reason, _s in read_feed(session, viewers[0], later)} == {"chronological"}
         session.close()
-        result = expiry.sweep_expired(later)
-    assert result == {"status": "ok", "deleted": sum(before[v] for v in viewers)}
+        remaining: list[int] = []
+        result = expiry.sweep_expired(later, scope=_committing_scope(remaining, clean_db))
+    assert result == {"status": "ok", "deleted": 72}
+    # Batches of 5, each committed on its own (seen from outside after each); the short one ends the run.
+    assert remaining == [67, 62, 57, 52, 47, 42, 37, 32, 27, 22, 17, 12, 7, 2, 0]
     with clean_db.connect() as connection:
-        remaining = dict(connection.execute(text("SELECT user_id, count(*) FROM feed_items GROUP BY user_id")).all())
-    assert remaining == {fresh_viewer: before[fresh_viewer]}
+        left = dict(connection.execute(text("SELECT user_id, count(*) FROM feed_items GROUP BY user_id")).all())
+    assert left == {fresh_viewer: 48}
 
 
-def test_refresh_user_waits_for_a_concurrent_writer_then_replaces(committed):
+def test_one_sweep_stops_after_its_batch_budget(committed, clean_db, monkeypatch):
+    with freeze_time(NOW):
+        viewer, _old, _new = build_two_generations(committed)
+        rescore(viewer, NOW)
+    monkeypatch.setattr(A, "EXPIRE_BATCH", 5)
+    monkeypatch.setattr(A, "EXPIRE_MAX_BATCHES", 2)
+    later = NOW + A.FEED_TTL + timedelta(minutes=1)
+    remaining: list[int] = []
+    assert expiry.sweep_expired(later, scope=_committing_scope(remaining, clean_db)) == {"status": "ok", "deleted": 10}
+    assert remaining == [7, 2]            # 12 rows: two full batches, then the run yields
+    assert expiry.sweep_expired(later) == {"status": "ok", "deleted": 2}   # the next run finishes
+
+
+def test_refresh_user_waits_for_a_concurrent_writer_then_replaces(committed, clean_db):
     with freeze_time(NOW):
         viewer, old, new = build_two_generations(committed)
         rescore(viewer, NOW)
         holder = new_session()
         assert lock_users(holder, [viewer]) == [viewer]      # a chunk is rewriting this feed
+        holder_pid = backend_pid(holder)
         done = threading.Event()
         outcome = {}
 
@@ -198,7 +231,8 @@ def test_refresh_user_waits_for_a_concurrent_writer_then_replaces(committed):
 
         thread = threading.Thread(target=refresh)
         thread.start()
-        assert not done.wait(1.0), "refresh_user must wait for the writer, not skip"
+        waiting = blocked_by(clean_db, holder_pid, done)
+        assert "pg_advisory_xact_lock" in (waiting or ""), "refresh_user must wait for the writer, not skip"
         holder.rollback()
         holder.close()
         assert done.wait(30)

@@ -25,9 +25,11 @@ def test_invalid_arguments_fail_once_without_retry(celery_worker):
 def test_the_worker_keeps_serving_after_a_failure(celery_worker):
     from tasks.maintenance.tasks import echo, noop
 
+    from workers.errors import InvalidArguments
+
     bad = echo.apply_async(kwargs={"wrong": 1})
     good = noop.delay()
-    with pytest.raises(Exception):
+    with pytest.raises(InvalidArguments, match="echo: missing a required argument: 'value'"):
         bad.get(timeout=30)
     try:
         assert good.get(timeout=30) is None

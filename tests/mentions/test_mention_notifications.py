@@ -80,3 +80,25 @@ def test_comment_mentions_batch_with_the_post_mentions(db_session):
     assert {c.data.get("comment_id") for c in children} == {None, comment}
     parent = db_session.get(Notification, children[0].parent_id)
     assert parent.batch_count == 2 and parent.message == "You were mentioned 2 times in a post"
+
+
+def test_an_edit_that_removes_a_mention_then_restores_it_notifies_once(db_session):
+    graph = Graph(db_session)
+    author, bob, carol = graph.user("r_alice"), graph.user("r_bob"), graph.user("r_carol")
+    post_id = graph.post(author, "hello @r_bob and @r_carol")
+    post = db_session.get(Post, post_id)
+
+    def edit(content: str, minutes: int):
+        post.content = content
+        post.updated_at = datetime.now(timezone.utc) + timedelta(minutes=minutes)
+        db_session.flush()
+        found = notify_mentions(db_session, load_source(db_session, "post", post_id))
+        return found.valid_usernames, found.notified, found.already_notified
+
+    first = notify_mentions(db_session, load_source(db_session, "post", post_id))
+    assert first.notified == ["r_bob", "r_carol"]
+    assert edit("hello @r_bob", 5) == (["r_bob"], [], ["r_bob"])
+    [carols] = _mentions(db_session, carol)              # removing a mention retracts nothing
+    assert edit("hello @r_bob and again @r_carol", 10) == (["r_bob", "r_carol"], [], ["r_bob", "r_carol"])
+    assert [n.id for n in _mentions(db_session, carol)] == [carols.id]
+    assert len(_mentions(db_session, bob)) == 1

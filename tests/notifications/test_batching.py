@@ -1,6 +1,6 @@
 """The seed 001 batching flow on real PostgreSQL, with freezegun driving every window."""
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from freezegun import freeze_time
@@ -9,6 +9,7 @@ from tasks.notifications.batching import mark_read, unread_count
 from tests.notifications.builders import now, record
 
 T0 = "2026-03-01 10:00:00"
+T0_AT = datetime(2026, 3, 1, 10, 0, tzinfo=timezone.utc)
 
 
 def test_first_like_is_a_single_notification(graph, db_session):
@@ -234,11 +235,11 @@ def test_mark_read_by_ids_and_all(graph, db_session):
         assert unread_count(db_session, author) == 2 == len(top)
         batch = next(n for n in top if n.is_batch)
         assert mark_read(db_session, author, notification_ids=[batch.id], all=False, now=now()) == 1
-        assert all(c.read and c.read_at is not None for c in graph.children(batch.id))
+        assert [(c.read, c.read_at) for c in graph.children(batch.id)] == [(True, T0_AT)] * 2
         assert unread_count(db_session, author) == 1
         assert mark_read(db_session, author, notification_ids=None, all=True, now=now()) == 1
     assert unread_count(db_session, author) == 0
-    assert all(n.read and n.read_at is not None for n in graph.notifications(author))
+    assert [(n.read, n.read_at) for n in graph.notifications(author)] == [(True, T0_AT)] * 4
 
 
 def test_bulk_matches_the_one_by_one_flow(graph, db_session):

@@ -5,6 +5,8 @@ import pytest
 from celery.result import ResultSet
 from sqlalchemy import text
 
+from workers.reliability.deliveries import deliveries
+
 pytestmark = pytest.mark.integration
 
 
@@ -107,7 +109,8 @@ def test_bulk_and_single_calls_on_the_same_keys_never_deadlock(clean_db, celery_
     results += [record.delay("like", i) for i in like_ids]
     ResultSet(results).join_native(timeout=90, propagate=True)
 
-    assert all(r.state == "SUCCESS" and r.retries == 0 for r in results)
+    assert {r.state for r in results} == {"SUCCESS"}
+    assert {deliveries(r.id, 1) for r in results} == {0}   # no retry: no deadlock aborted any of them
     with clean_db.connect() as connection:
         batches = connection.execute(text(
             "SELECT p.batch_count, (SELECT count(*) FROM notifications AS c WHERE c.parent_id = p.id) AS children "
@@ -132,6 +135,14 @@ def test_record_retract_and_mark_read_through_a_worker(clean_db, celery_worker):
             "SELECT batch_count FROM notifications WHERE user_id = :a AND is_batch"), {"a": author}) == 2
 
 
+# Transactions that wrote one recipient's notification rows, by the xid that wrote each
+# row last: how many rows each transaction left behind, in commit order.
+ROWS_PER_TRANSACTION_SQL = text("""
+SELECT count(*) FROM notifications WHERE user_id = :a AND NOT is_batch
+GROUP BY xmin::text::bigint ORDER BY xmin::text::bigint
+""")
+
+
 def test_record_many_commits_in_chunks(clean_db, celery_worker, monkeypatch):
     import tasks.notifications.tasks as notification_tasks
 
@@ -142,6 +153,40 @@ def test_record_many_commits_in_chunks(clean_db, celery_worker, monkeypatch):
     with clean_db.connect() as connection:
         assert connection.scalar(text(
             "SELECT batch_count FROM notifications WHERE user_id = :a AND is_batch"), {"a": author}) == 5
+        # The 5 likes' rows were written by 3 transactions: 2 + 2 + 1.
+        assert connection.execute(ROWS_PER_TRANSACTION_SQL, {"a": author}).scalars().all() == [2, 2, 1]
+
+
+def test_record_many_retried_after_a_chunk_committed_finds_it_as_duplicates(clean_db, celery_worker, monkeypatch):
+    """The second chunk's connection drops on the first attempt: the first chunk stays
+    committed, Celery retries the task, and the retry records only what is missing."""
+    from sqlalchemy.exc import OperationalError
+
+    import tasks.notifications.tasks as notification_tasks
+
+    monkeypatch.setattr(notification_tasks, "BULK_CHUNK", 2)
+    real_apply, calls = notification_tasks.apply_events, []
+
+    def connection_lost_in_the_second_chunk(session, events, **kwargs):
+        calls.append(len(events))
+        if len(calls) == 2:
+            raise OperationalError("INSERT INTO notifications ...", {}, Exception("server closed the connection"))
+        return real_apply(session, events, **kwargs)
+
+    monkeypatch.setattr(notification_tasks, "apply_events", connection_lost_in_the_second_chunk)  # the worker is in-process
+    author, post_id, like_ids, liker_ids = _seed(clean_db, 5)
+    sent = notification_tasks.record_many.delay("like", like_ids)
+    result = sent.get(timeout=60)
+    assert [deliveries(sent.id, retry) for retry in range(3)] == [1, 1, 0]   # run once, retried once
+    assert calls == [2, 2, 2, 2, 1]      # attempt 1: chunk 1, chunk 2 (fails); the retry: all three
+    assert result == {"status": "ok", "received": 5, "gone": 0, "duplicate": 2, "batched": 3}
+    with clean_db.connect() as connection:
+        parent = connection.execute(text(
+            "SELECT id, batch_count FROM notifications WHERE user_id = :a AND parent_id IS NULL"), {"a": author}).one()
+        children = connection.execute(text(
+            "SELECT count(*), count(DISTINCT dedupe_key) FROM notifications WHERE parent_id = :p"),
+            {"p": parent.id}).one()
+    assert parent.batch_count == 5 and tuple(children) == (5, 5)
 
 
 @pytest.mark.parametrize(("call", "code"), [
@@ -160,7 +205,7 @@ def test_bad_arguments_fail_permanently_with_a_code(celery_worker, call, code):
     with pytest.raises(InvalidArguments) as raised:
         result.get(timeout=30)
     assert raised.value.code == code
-    assert result.retries in (0, None)
+    assert [deliveries(result.id, retry) for retry in range(2)] == [1, 0]   # refused once, never retried
 
 
 def test_mentions_extract_through_a_worker(clean_db, celery_worker):
@@ -179,7 +224,7 @@ def test_mentions_extract_through_a_worker(clean_db, celery_worker):
         ["w_bob"], ["ghost"], ["w_bob"])
     assert extract.delay(post_id=post_id).get(timeout=30)["notified"] == []
     assert extract.delay(comment_id="00000000-0000-0000-0000-000000000000").get(timeout=30) == {"status": "gone"}
-    with pytest.raises(InvalidArguments):
+    with pytest.raises(InvalidArguments, match="exactly one of post_id or comment_id"):
         extract.delay(post_id=post_id, comment_id=post_id).get(timeout=30)
-    with pytest.raises(InvalidArguments):
+    with pytest.raises(InvalidArguments, match="exactly one of post_id or comment_id"):
         extract.delay().get(timeout=30)
