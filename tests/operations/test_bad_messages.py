@@ -64,6 +64,34 @@ def test_oversized_payload_is_refused_before_running(celery_worker, clean_db, se
         assert connection.scalar(text("SELECT count(*) FROM job_heartbeats WHERE name = :n"), {"n": name}) == 0
 
 
+@pytest.mark.parametrize("header_share, body_share", [
+    (1.0, 0.0),   # one huge header, a tiny body
+    (0.6, 0.6),   # each part under the limit, together over it
+], ids=["huge-header", "header-plus-body"])
+def test_oversized_headers_count_against_the_limit(celery_worker, clean_db, serves_noop, caplog,
+                                                   header_share, body_share):
+    from workers.reliability.consumer import MAX_MESSAGE_BYTES
+
+    name = f"bighdr-{uuid.uuid4().hex[:6]}"
+    headers = task_headers("maintenance.canary") | {"x-pad": "h" * int(MAX_MESSAGE_BYTES * header_share)}
+    embed = {"callbacks": None, "errbacks": None, "chain": None, "chord": None,
+             "pad": "b" * int(MAX_MESSAGE_BYTES * body_share)}
+    body = json.dumps([[name], {}, embed]).encode()
+    assert len(body) <= MAX_MESSAGE_BYTES  # the body alone passes the limit
+    publish_raw(celery_worker.app, body, headers)
+    letter = _letter(clean_db, headers["id"])
+    assert letter["error_code"] == "message_too_large"
+    assert letter["exception_type"] == "MessageTooLarge"
+    assert "headers and properties" in letter["exception_message"]
+    assert letter["task_name"] == "maintenance.canary"
+    assert serves_noop()
+    assert "rejected oversized message" in caplog.text
+    with clean_db.connect() as connection:
+        from sqlalchemy import text
+
+        assert connection.scalar(text("SELECT count(*) FROM job_heartbeats WHERE name = :n"), {"n": name}) == 0
+
+
 def test_malformed_json(celery_worker, clean_db, serves_noop, caplog):
     headers = task_headers("maintenance.echo")
     publish_raw(celery_worker.app, b'[["hello"], {}, {"callbacks": nul', headers)

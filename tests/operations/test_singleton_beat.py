@@ -1,5 +1,8 @@
 """Two real `celery beat` processes: each entry still fires once per interval, and when the
-leader dies the other takes over on the same timetable."""
+leader dies (or its host hangs) the other takes over on the same timetable.
+
+No worker consumes the isolated broker's maintenance queue, so every beat-heartbeat message
+either beat sent is still there to be counted, with the pid of the beat that sent it."""
 from __future__ import annotations
 
 import json
@@ -20,23 +23,34 @@ pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 INTERVAL = 2.0
 
 
-def start_beat(isolated, tmp_path, name: str) -> subprocess.Popen:
-    env = dict(os.environ, **isolated.env, BEAT_HEARTBEAT_SECONDS=str(INTERVAL), BEAT_LOCK_RETRY_SECONDS="0.5")
+def start_beat(isolated, tmp_path, name: str, **extra_env) -> subprocess.Popen:
+    env = dict(os.environ, **isolated.env, BEAT_HEARTBEAT_SECONDS=str(INTERVAL), BEAT_LOCK_RETRY_SECONDS="0.5",
+               **extra_env)
     log = open(tmp_path / f"{name}.log", "ab")
     return subprocess.Popen([sys.executable, "-m", "celery", "-A", "workers", "beat", "--loglevel=INFO",
                              f"--schedule={tmp_path / name}-schedule"],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def heartbeat_runs(backend_url: str) -> list[datetime]:
-    """Execution times of maintenance.beat_heartbeat, from the result backend (one key per task id)."""
-    client = redis.Redis.from_url(backend_url)
-    done = []
-    for key in client.scan_iter(match="celery-task-meta-*", count=500):
-        meta = json.loads(client.get(key))
-        if meta.get("name") == "maintenance.beat_heartbeat" and meta.get("status") == "SUCCESS":
-            done.append(datetime.fromisoformat(meta["date_done"]))
-    return sorted(done)
+def heartbeat_dispatches(broker_url: str) -> list[tuple[int, float]]:
+    """(sending process id, sent_at) of every beat-heartbeat message in the queue, oldest first.
+
+    No worker consumes the queue, so every dispatch either beat made is still there; the
+    ``origin`` header is ``gen<pid>@<host>`` of the process that sent it."""
+    import re
+
+    client = redis.Redis.from_url(broker_url)
+    found = []
+    for raw in client.lrange("maintenance", 0, -1):
+        headers = json.loads(raw)["headers"]
+        if headers.get("task") == "maintenance.beat_heartbeat":
+            found.append((int(re.match(r"gen(\d+)@", headers["origin"]).group(1)), float(headers["sent_at"])))
+    return sorted(found, key=lambda d: d[1])
+
+
+def heartbeat_runs(broker_url: str) -> list[datetime]:
+    """Send times of maintenance.beat_heartbeat, read from the queue (no worker consumes it)."""
+    return [datetime.fromtimestamp(at) for _, at in heartbeat_dispatches(broker_url)]
 
 
 def dispatching(tmp_path, name: str) -> bool:
@@ -45,7 +59,6 @@ def dispatching(tmp_path, name: str) -> bool:
 
 
 def test_two_beats_fire_each_entry_once_per_interval(clean_db, isolated, tmp_path):
-    isolated.start_worker("beatcount", ["maintenance"], concurrency=1)
     beats = {name: start_beat(isolated, tmp_path, name) for name in ("beat-a", "beat-b")}
     try:
         # Phase 1: both beats up for 3+ intervals.
@@ -56,7 +69,8 @@ def test_two_beats_fire_each_entry_once_per_interval(clean_db, isolated, tmp_pat
         time.sleep(INTERVAL * 3 + 0.5)
         leaders = [n for n in beats if dispatching(tmp_path, n)]
         assert len(leaders) == 1, f"both beats dispatched: {leaders}"
-        runs_phase1 = heartbeat_runs(isolated.backend_url)
+        assert {pid for pid, _ in heartbeat_dispatches(isolated.broker_url)} == {beats[leaders[0]].pid}
+        runs_phase1 = heartbeat_runs(isolated.broker_url)
         window1 = time.monotonic() - first
 
         # Phase 2: the leader dies; the other takes over within the lock retry.
@@ -71,7 +85,7 @@ def test_two_beats_fire_each_entry_once_per_interval(clean_db, isolated, tmp_pat
         takeover_s = time.monotonic() - killed_at
         assert dispatching(tmp_path, follower), "the second beat never took over"
         time.sleep(INTERVAL * 3 + 0.5)
-        runs = heartbeat_runs(isolated.backend_url)
+        runs = heartbeat_runs(isolated.broker_url)
     finally:
         for proc in beats.values():
             stop_process(proc)
@@ -90,3 +104,114 @@ def test_two_beats_fire_each_entry_once_per_interval(clean_db, isolated, tmp_pat
     # A duplicate dispatch would show as two runs a fraction of an interval apart.
     assert min(gaps) >= INTERVAL * 0.5, gaps
     assert takeover_s < 15
+
+
+# --- A leader whose host hangs: SIGSTOP keeps its connection and lock alive -------------------
+
+LEASE = 3.0
+RETRY = 0.5
+
+
+def lease_holder_pid(engine) -> int | None:
+    from sqlalchemy import text
+
+    from db.heartbeats import BEAT_LEASE
+
+    with engine.connect() as connection:
+        owner = connection.scalar(text("SELECT last_result->>'owner' FROM job_heartbeats WHERE name = :n"),
+                                  {"n": BEAT_LEASE})
+    return int(owner.split(":")[1]) if owner else None  # "<host>:<pid>:<nonce>"
+
+
+def test_a_frozen_leader_is_replaced_within_the_lease_and_never_dispatches_again(clean_db, isolated, tmp_path):
+    import signal
+
+    from tests.operations.conftest import wait_until
+
+    beats = {name: start_beat(isolated, tmp_path, name, BEAT_LEASE_SECONDS=str(LEASE))
+             for name in ("beat-a", "beat-b")}
+    by_pid = {proc.pid: name for name, proc in beats.items()}
+    leader_pid = None
+    try:
+        def sent_by(pid, after=0.0):
+            return [at for sender, at in heartbeat_dispatches(isolated.broker_url) if sender == pid and at > after]
+
+        leader_pid = wait_until(lambda: lease_holder_pid(clean_db), timeout=60, what="a beat leads")
+        assert leader_pid in by_pid
+        standby_pid = next(pid for pid in by_pid if pid != leader_pid)
+        wait_until(lambda: len(sent_by(leader_pid)) >= 2, timeout=30, what="the leader dispatches")
+
+        kill(leader_pid, signal.SIGSTOP)  # a hung host: process, connection and lock all stay
+        frozen_at = time.time()
+        wait_until(lambda: lease_holder_pid(clean_db) == standby_pid, timeout=30, interval=0.05,
+                   what="the standby takes the lease over")
+        takeover_s = time.time() - frozen_at
+        wait_until(lambda: len(sent_by(standby_pid)) >= 2, timeout=30, what="the standby dispatches")
+
+        kill(leader_pid, signal.SIGCONT)
+        resumed_at = time.time()
+        leader_log = tmp_path / f"{by_pid[leader_pid]}.log"
+        wait_until(lambda: "lost the singleton lock or its lease" in leader_log.read_text(errors="replace"),
+                   timeout=30, what="the old leader notices it lost the lease")
+        # Entries fell due while both beats ran: the old leader had the chance to send them.
+        wait_until(lambda: len(sent_by(standby_pid, after=resumed_at)) >= 2, timeout=30,
+                   what="the standby keeps dispatching after the old leader resumed")
+        dispatches = heartbeat_dispatches(isolated.broker_url)
+        assert beats[by_pid[leader_pid]].poll() is None, "the old leader exited instead of standing by"
+    finally:
+        if leader_pid is not None:
+            kill(leader_pid, signal.SIGCONT)
+        for proc in beats.values():
+            stop_process(proc)
+
+    stale = [at - frozen_at for pid, at in dispatches if pid == leader_pid and at > frozen_at]
+    first_new = min(at for pid, at in dispatches if pid == standby_pid) - frozen_at
+    gaps = [b[1] - a[1] for a, b in zip(dispatches, dispatches[1:])]
+    from tests.operations.chaos import Figures
+
+    Figures("beat_sigstop_takeover", sent=len(dispatches), completed=len(dispatches), duplicated=len(stale),
+            recovery_s=takeover_s,
+            extra={"lease_s": LEASE, "retry_s": RETRY, "first_dispatch_after_freeze_s": round(first_new, 2),
+                   "min_gap_s": round(min(gaps), 2)}).report()
+    # The documented bound: BEAT_LEASE_SECONDS + BEAT_LOCK_RETRY_SECONDS after the leader's last
+    # renewal (which precedes the freeze); 1.5 s of slack for a loaded 2-core CI machine.
+    assert takeover_s <= LEASE + RETRY + 1.5, takeover_s
+    assert not stale, f"the old leader dispatched {len(stale)} time(s) after it was frozen and replaced"
+    assert min(gaps) >= INTERVAL * 0.5, gaps
+
+
+def test_only_a_stale_lease_gets_its_holder_terminated(clean_db, database_url):
+    """Two real connections: a fresh lease is left alone; a stale one's backend is terminated,
+    which frees the lock for the standby and fails the old leader's next renewal."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    from db.heartbeats import BEAT_LEASE, claim_beat_lease, renew_beat_lease, terminate_stale_lease_holder
+    from db.locks import key_sql
+    from workers.reliability.singleton_beat import BEAT_LOCK_KEY, lock_connection_options
+
+    url = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    take_lock = f"SELECT pg_try_advisory_lock({key_sql('%s')})"
+    leader = psycopg.connect(url, autocommit=True, **lock_connection_options(3))
+    standby = psycopg.connect(url, autocommit=True, **lock_connection_options(3))
+    try:
+        assert leader.execute(take_lock, (BEAT_LOCK_KEY,)).fetchone()[0]
+        claim_beat_lease(leader, "leader", 3)
+        assert terminate_stale_lease_holder(standby, BEAT_LOCK_KEY) == []
+        assert not standby.execute(take_lock, (BEAT_LOCK_KEY,)).fetchone()[0]
+        assert renew_beat_lease(leader, "leader")
+
+        # The leader stops renewing (a hung host): its lease ages past lease_seconds.
+        standby.execute("UPDATE job_heartbeats SET last_success_at = now() - interval '5 seconds' "
+                        "WHERE name = %s", (BEAT_LEASE,))
+        ended = terminate_stale_lease_holder(standby, BEAT_LOCK_KEY)
+        assert [(e["pid"], e["owner"], e["terminated"]) for e in ended] == [(leader.info.backend_pid, "leader", True)]
+        assert ended[0]["age_s"] >= 5
+        assert standby.execute(take_lock, (BEAT_LOCK_KEY,)).fetchone()[0]
+        claim_beat_lease(standby, "standby", 3)
+        with pytest.raises(psycopg.OperationalError):
+            renew_beat_lease(leader, "leader")
+        assert not renew_beat_lease(standby, "leader"), "a lease taken over must not renew for its old owner"
+    finally:
+        leader.close()
+        standby.close()

@@ -49,3 +49,24 @@ def test_unreachable_broker_is_down(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stdout + done.stderr
     assert json.loads(done.stdout)["services"]["broker"].startswith("down")
+
+
+def test_no_worker_answering_is_degraded(isolated, clean_db):
+    """A real broker nobody consumes (the isolated Redis db, no worker on it): the probe says
+    degraded, names the missing workers, and does not wait on a canary no one would run."""
+    from db.heartbeats import record_heartbeat
+    from db.session import session_scope
+
+    with session_scope() as session:
+        record_heartbeat(session, "maintenance.beat_heartbeat")  # fresh: the worker is the only problem
+    isolated.app.send_task("maintenance.noop")  # waits in the queue, unconsumed
+    env = dict(os.environ, **isolated.env)
+    done = subprocess.run([sys.executable, "-m", "workers", "status", "--json"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["services"] == {"database": "ok", "broker": "ok"}
+    assert report["workers"] == []
+    assert report["problems"] == ["no worker answered the ping"]
+    assert "canary_ms" not in report
+    assert report["queues"]["maintenance"] == 1

@@ -5,9 +5,10 @@ body that is not JSON, a disallowed content type (pickle) or a message without
 task headers is logged and dropped. This subclass adds the two things an
 operator needs on top: every such message becomes a dead letter (so it is
 accounted for and inspectable with ``python -m workers dead``), and a message
-body over ``MAX_MESSAGE_BYTES`` is refused before it is decoded or handed to a
-pool process. Wrong argument types and missing arguments are caught later, at
-the task boundary, by ``@job``'s validator (``InvalidArguments``).
+over ``MAX_MESSAGE_BYTES`` (headers, properties and body together) is refused
+before its body is decoded or handed to a pool process. Wrong argument types
+and missing arguments are caught later, at the task boundary, by ``@job``'s
+validator (``InvalidArguments``).
 
 Selected with ``worker_consumer`` in celeryconfig.py.
 """
@@ -45,6 +46,24 @@ def _preview(message) -> str:
 def _body_size(message) -> int:
     body = getattr(message, "body", b"") or b""
     return len(body) if isinstance(body, (bytes, str)) else 0
+
+
+def _envelope_size(message) -> int:
+    """Bytes of the headers and properties, as JSON: a hostile or buggy client can pad a
+    header (or ``reply_to``) as easily as the body, and Celery copies headers into every
+    request a pool process receives."""
+    envelope = {"headers": _headers(message), "properties": getattr(message, "properties", None) or {}}
+    try:
+        return len(json.dumps(envelope, default=repr, separators=(",", ":"), ensure_ascii=False)
+                   .encode("utf-8", "surrogatepass"))
+    except (TypeError, ValueError, RecursionError):
+        # Headers that cannot even be measured are no task's headers: refuse them as too large.
+        return MAX_MESSAGE_BYTES + 1
+
+
+def message_sizes(message) -> tuple[int, int]:
+    """(headers and properties, body) in bytes; their sum is held against MAX_MESSAGE_BYTES."""
+    return _envelope_size(message), _body_size(message)
 
 
 def _decoded_arguments(message) -> tuple[list | None, dict | None]:
@@ -160,9 +179,9 @@ class GuardedConsumer(Consumer):
         recoverable = tuple(self.connection_errors) + tuple(self.channel_errors)
 
         def guarded(message):
-            size = _body_size(message)
-            if size > MAX_MESSAGE_BYTES:
-                return self.on_oversized_message(message, size)
+            envelope, body = message_sizes(message)
+            if envelope + body > MAX_MESSAGE_BYTES:
+                return self.on_oversized_message(message, envelope, body)
             shape_error = _protocol2_shape_error(message)
             if shape_error is not None:
                 return self.on_malformed_message(message, shape_error)
@@ -192,13 +211,16 @@ class GuardedConsumer(Consumer):
         except Exception as reject_error:  # noqa: BLE001 - e.g. already acknowledged
             log.warning("could not reject the malformed message: %s", reject_error)
 
-    def on_oversized_message(self, message, size: int) -> None:
+    def on_oversized_message(self, message, envelope: int, body: int) -> None:
         headers = _headers(message)
-        log.error("rejected oversized message: %d bytes > limit %d", size, MAX_MESSAGE_BYTES,
+        log.error("rejected oversized message: %d bytes (headers and properties %d, body %d) > limit %d",
+                  envelope + body, envelope, body, MAX_MESSAGE_BYTES,
                   extra={"bad_message": "oversized", "task_name": str(headers.get("task"))[:200],
                          "task_id": str(headers.get("id"))[:200]})
-        record_now(bad_message_failure(message, "message_too_large", "MessageTooLarge",
-                                       f"message body is {size} bytes; the limit is {MAX_MESSAGE_BYTES}"))
+        record_now(bad_message_failure(
+            message, "message_too_large", "MessageTooLarge",
+            f"message is {envelope + body} bytes (headers and properties {envelope}, body {body}); "
+            f"the limit is {MAX_MESSAGE_BYTES}"))
         message.ack()
 
     def on_unknown_task(self, body, message, exc):
