@@ -197,3 +197,19 @@ def test_every_extra_in_production_code_is_either_logged_or_deliberately_dropped
     assert passed <= LOGGED_FIELDS | DROPPED_EXTRAS, (
         f"extras neither logged nor listed as dropped: {sorted(passed - LOGGED_FIELDS - DROPPED_EXTRAS)}; "
         "add them to workers.logs.LOGGED_FIELDS if they carry no task data")
+
+
+def test_a_database_error_carries_no_sql_parameters(clean_db):
+    """A failed statement's exception reaches dead letters and tracebacks: its
+    parameters (user data) must not be in it (engine ``hide_parameters=True``)."""
+    import sqlalchemy.exc
+    from sqlalchemy import text
+
+    from db.session import session_scope
+
+    secret = "alice@example.com secret-note"
+    with pytest.raises(sqlalchemy.exc.DataError) as raised:  # PostgreSQL's message names no value here
+        with session_scope() as session:
+            session.execute(text("SELECT CAST(:value AS text) || CAST(1 / 0 AS text)"), {"value": secret})
+    assert "division by zero" in str(raised.value)
+    assert secret not in str(raised.value)
