@@ -160,13 +160,16 @@ class Reads:
 
 @pytest.fixture
 def cached_exporter(celery_app, engine):
+    from db.session import get_engine
     from workers.observability.exporter import JobsCollector, build_registry, serve
 
     clock = Clock()
     collector = JobsCollector(celery_app, cache_seconds=5.0, clock=clock)
     port = free_port()
     server = serve("127.0.0.1", port, build_registry(collector=collector), credentials=[])
-    reads = Reads(engine)
+    # The engine the exporter will use: the session-scoped `engine` fixture may be an older one
+    # if an earlier test reset the process's engine.
+    reads = Reads(get_engine())
     celery_app.control.purge()
     try:
         yield port, clock, reads
