@@ -205,7 +205,8 @@ def add_dead_letter() -> None:
                                 exception_message="", error_code="unknown_task"))
 
 
-def test_scrapes_within_the_window_share_one_read(cached_exporter, clean_db):
+def test_scrapes_within_the_window_share_one_read(clean_db, cached_exporter):
+    # clean_db first: its TRUNCATE must run before the fixture starts counting statements.
     port, clock, reads = cached_exporter
     before = dead_letters_shown(port)
     first_scans, first_statements = reads.delta()
