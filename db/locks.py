@@ -12,8 +12,21 @@ transactions never wait on each other in a cycle).
 """
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
+from typing import TypeVar
+
 from sqlalchemy import text
 from sqlalchemy.orm import Session
+
+T = TypeVar("T", bound=Hashable)
+
+# Keys one transaction may lock. Every advisory lock sits in PostgreSQL's shared
+# lock table until commit, and that table is small: max_locks_per_transaction (64)
+# per server process, about 7,800 entries with the defaults. One transaction
+# locking 10,000 keys (the most one task accepts) fits; two at once failed with
+# "out of shared memory", for every other transaction on the server too. Bulk
+# tasks therefore commit every KEYS_PER_TRANSACTION keys.
+KEYS_PER_TRANSACTION = 500
 
 
 def lock_key(namespace: str, *parts: object) -> str:
@@ -49,3 +62,9 @@ def try_xact_lock_many(session: Session, keys: list[str]) -> list[str]:
     return list(session.execute(text(
         "SELECT k FROM (SELECT k FROM unnest(CAST(:keys AS text[])) AS k ORDER BY k) AS sorted "
         f"WHERE pg_try_advisory_xact_lock({key_sql('k')})"), {"keys": sorted(set(keys))}).scalars())
+
+
+def transaction_chunks(items: Sequence[T], size: int = KEYS_PER_TRANSACTION) -> list[list[T]]:
+    """The distinct ``items``, in their order, in slices of at most ``size``: one transaction each."""
+    unique = list(dict.fromkeys(items))
+    return [unique[start:start + size] for start in range(0, len(unique), size)]

@@ -16,7 +16,8 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from db.locks import lock_key, try_xact_lock_many, xact_lock_many
+from db import locks
+from db.locks import KEYS_PER_TRANSACTION, lock_key, try_xact_lock_many, xact_lock_many
 from tasks.feed import algorithm as A
 
 # Advisory lock class (two-int4 form) for "this user's feed is being rewritten".
@@ -24,13 +25,8 @@ from tasks.feed import algorithm as A
 # fresh feed, and skipping cannot deadlock or wait behind a slow chunk.
 USER_LOCK_NAMESPACE = "feed.user"
 
-# Users (so advisory locks) per transaction. Every lock sits in PostgreSQL's shared
-# lock table until commit, and that table is small: max_locks_per_transaction (64)
-# per server process, about 7,800 entries with the defaults. One transaction locking
-# 10,000 users (MAX_LIST_ITEMS, the most one task accepts) fits; two at once failed
-# with "out of shared memory", for every other transaction on the server too. 500
-# as notifications.record_many: two concurrent calls stay far below the table.
-USERS_PER_TRANSACTION = 500
+# Users (so advisory locks) per transaction: see db/locks.py for why it is bounded.
+USERS_PER_TRANSACTION = KEYS_PER_TRANSACTION
 
 
 def _score_sql() -> str:
@@ -172,8 +168,7 @@ class ScoreResult:
 
 def transaction_chunks(user_ids: list[int]) -> list[list[int]]:
     """The distinct ids in sorted slices of USERS_PER_TRANSACTION: one transaction each."""
-    unique = sorted(set(user_ids))
-    return [unique[start:start + USERS_PER_TRANSACTION] for start in range(0, len(unique), USERS_PER_TRANSACTION)]
+    return locks.transaction_chunks(sorted(set(user_ids)), USERS_PER_TRANSACTION)
 
 
 def lock_users(session: Session, user_ids: list[int], *, wait: bool = False) -> list[int]:

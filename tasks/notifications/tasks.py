@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from db.locks import KEYS_PER_TRANSACTION, transaction_chunks
 from db.session import session_scope
 from tasks.notifications.batching import apply_events, mark_read as mark_read_rows, prune_rate_limits
 from tasks.notifications.config import RECORDABLE_KINDS, RETRACTABLE_KINDS
@@ -28,10 +29,9 @@ def record(kind: str, source_id: UuidStr) -> dict:
         return apply_events(session, events, keys_locked=True)[0].as_dict()
 
 
-# Source ids per transaction in record_many. Each distinct batch key holds an
-# advisory lock until commit, and PostgreSQL's shared lock table is small
-# (max_locks_per_transaction x max_connections, 6,400 by default).
-BULK_CHUNK = 500
+# Source ids per transaction in record_many: each distinct batch key holds an
+# advisory lock until commit (see db/locks.py for why that is bounded).
+BULK_CHUNK = KEYS_PER_TRANSACTION
 
 
 @job("notifications.record_many")
@@ -41,10 +41,8 @@ def record_many(kind: str, source_ids: list[UuidStr]) -> dict:
     A retry after some chunks committed is safe: their events come back as duplicates.
     """
     _check_kind(kind, RECORDABLE_KINDS)
-    unique_ids = list(dict.fromkeys(source_ids))
     statuses: dict[str, int] = {"gone": 0}
-    for start in range(0, len(unique_ids), BULK_CHUNK):
-        chunk = unique_ids[start:start + BULK_CHUNK]
+    for chunk in transaction_chunks(source_ids, BULK_CHUNK):
         with session_scope() as session:
             events = load_events(session, kind, chunk)
             statuses["gone"] += len(chunk) - len(events)

@@ -25,6 +25,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
@@ -35,6 +36,19 @@ from workers.observability.auth import authorized, parse_basic_auth, require_cre
 log = logging.getLogger("workers.observability.exporter")
 
 REALM = "jobs exporter"
+
+
+@contextmanager
+def _source_read(up: GaugeMetricFamily, source: str):
+    """Read one source: ``jobs_exporter_source_up{source}`` says whether it worked, and a
+    failure is logged, not raised, so the other source's metrics are still served."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - an unreadable source is what the gauge reports
+        log.warning("%s metrics unavailable: %s", source, exc)
+        up.add_metric([source], 0)
+    else:
+        up.add_metric([source], 1)
 
 
 class JobsCollector:
@@ -67,7 +81,7 @@ class JobsCollector:
                                 "Age of the oldest waiting message (0 when the queue is empty)", labels=["queue"])
         durations = HistogramMetricFamily("jobs_task_duration_seconds", "Task wall time, all workers",
                                           labels=["task", "state"])
-        try:
+        with _source_read(up, "broker"):
             from workers.observability.metrics import BUCKETS, read_histograms
             from workers.observability.queues import oldest_message_age, queue_depths
 
@@ -82,10 +96,6 @@ class JobsCollector:
                 buckets = [("+Inf" if math.isinf(bound) else repr(bound), count)
                            for bound, count in zip(BUCKETS, histogram["buckets"])]
                 durations.add_metric([task, state], buckets, histogram["sum"])
-            up.add_metric(["broker"], 1)
-        except Exception as exc:  # noqa: BLE001
-            log.warning("broker metrics unavailable: %s", exc)
-            up.add_metric(["broker"], 0)
         yield depth
         yield age
         yield durations
@@ -93,7 +103,7 @@ class JobsCollector:
         beat = GaugeMetricFamily("jobs_beat_last_dispatch_timestamp_seconds",
                                  "Unix time the beat last dispatched the schedule entry", labels=["entry"])
         dead = GaugeMetricFamily("jobs_dead_letters", "Dead letters by status", labels=["status"])
-        try:
+        with _source_read(up, "database"):
             from db.heartbeats import beat_dispatches
             from db.session import new_session
             from workers.reliability.dead_letters import summary
@@ -106,10 +116,6 @@ class JobsCollector:
                 letters = summary(session)
             for status in ("dead", "retried"):
                 dead.add_metric([status], letters[status])
-            up.add_metric(["database"], 1)
-        except Exception as exc:  # noqa: BLE001
-            log.warning("database metrics unavailable: %s", exc)
-            up.add_metric(["database"], 0)
         yield beat
         yield dead
         yield up
