@@ -112,6 +112,34 @@ class Settings:
     feed_score_chunk_size: int = _setting("FEED_SCORE_CHUNK_SIZE", 250, "Users per `feed.score_users` task.",
                                           minimum=1)
 
+    # --- Notification delivery (email, push, digests) -----------------------------
+    smtp_url: str | None = _setting(
+        "SMTP_URL", None, "`smtp://user:password@host:587` (STARTTLS when the server offers it) or `smtps://…` "
+        "(TLS from the start). Unset: no email is planned and `status` says so; the dev runner starts a sink.",
+        secret=True)
+    mail_from: str = _setting("MAIL_FROM", "Grateful <notifications@localhost>", "From address of every email.")
+    vapid_private_key: str | None = _setting(
+        "VAPID_PRIVATE_KEY", None, "VAPID signing key for Web Push: a PEM file path, PEM text or base64url DER. "
+        "Unset: no push is planned. The dev runner generates one under `$DATA_DIR/vapid/`.", secret=True)
+    vapid_subject: str = _setting("VAPID_SUBJECT", "mailto:ops@localhost",
+                                  "VAPID `sub` claim: a `mailto:` or `https:` contact for push services.")
+    delivery_settle_seconds: float = _setting(
+        "DELIVERY_SETTLE_SECONDS", 120.0, "A normal-priority notification is sent once its batch has been quiet "
+        "this long.", minimum=0)
+    push_max_per_hour: int = _setting("PUSH_MAX_PER_HOUR", 10, "Pushes per user per hour; the rest fold into "
+                                      "the digest.", minimum=0)
+    delivery_dispatch_chunk: int = _setting("DELIVERY_DISPATCH_CHUNK", 500, "Notifications planned and "
+                                            "deliveries claimed per `delivery.dispatch_due` statement.", minimum=1)
+    unsubscribe_secret: str | None = _setting(
+        "UNSUBSCRIBE_SECRET", None, "HMAC key of the `List-Unsubscribe` tokens (32+ characters). Required "
+        "with SMTP_URL; the dev runner generates one under `$DATA_DIR/`.", secret=True)
+    web_base_url: str = _setting(
+        "WEB_BASE_URL", "http://localhost:8000", "The web tier's address, for links in emails and pushes: "
+        "`/notifications` and the one-click `/notifications/unsubscribe?token=…`.")
+    delivery_retry_seconds: float = _setting(
+        "DELIVERY_RETRY_SECONDS", 30.0, "First retry delay after an SMTP 4xx or a push 429/5xx without "
+        "Retry-After; doubles per retry (with jitter) up to 10 minutes.", minimum=0)
+
     # --- Operator endpoints and logs -------------------------------------------
     flower_basic_auth: str | None = _setting(
         "FLOWER_BASIC_AUTH", None, "`user:password[,user:password…]` for Flower. Generated when unset "

@@ -20,6 +20,10 @@ beat_schedule = {
     "feed-update-trending": every(300, "feed.update_trending"),
     "feed-expire-items": every(900, "feed.expire_items"),
     "engagement-reconcile-dirty": every(30, "engagement.reconcile_dirty"),
+    "delivery-dispatch-due": every(15, "delivery.dispatch_due"),
+    # Every hour on the hour (+2 min): each user's local 08:00–08:59 falls in exactly one run.
+    "delivery-send-digests": {"task": "delivery.send_digests", "schedule": crontab(minute=2),
+                              "options": {"expires": 3000}},
     # Nightly at 03:17 UTC, off the hour when other nightly jobs start. The sweep's own
     # singleton claim (counter_runs + advisory lock) covers a second beat or a manual run.
     "engagement-sweep-all": {"task": "engagement.sweep_all", "schedule": crontab(hour=3, minute=17),

@@ -8,6 +8,7 @@ TASK_MODULES = [
     "tasks.notifications.tasks",
     "tasks.engagement.tasks",
     "tasks.feed.tasks",
+    "tasks.delivery.tasks",
 ]
 
 app = Celery("social_jobs", include=TASK_MODULES)

@@ -1,5 +1,8 @@
 """All models, imported here so Base.metadata is complete for Alembic and tests."""
 from db.base import Base
+from db.models.delivery import (
+    Delivery, DeliveryDue, Digest, NotificationPreference, NotificationSettings, PushSubscription,
+)
 from db.models.engagement import CounterDirty, CounterDrift, CounterRun, CounterRunChunk
 from db.models.feed import FeedItem
 from db.models.media import MediaFile, ProcessingStatus
@@ -8,6 +11,12 @@ from db.models.operations import DeadLetter, JobHeartbeat
 from db.models.social import Comment, EmojiReaction, Follow, Like, Post, Share, User
 
 __all__ = [
+    "Delivery",
+    "DeliveryDue",
+    "Digest",
+    "NotificationPreference",
+    "NotificationSettings",
+    "PushSubscription",
     "Base",
     "Comment",
     "CounterDirty",

@@ -21,6 +21,9 @@ WORKER_GROUPS = {
     "images": ["images"],
     "core": ["mentions", "notifications", "engagement", "maintenance"],
     "feed": ["feed"],
+    # Email and push wait on remote servers; their own pool keeps a slow SMTP server
+    # from holding up notifications.
+    "delivery": ["delivery"],
 }
 
 

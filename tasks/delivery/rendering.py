@@ -1,0 +1,105 @@
+"""Messages built from templates: a notification's email and push payload, a digest's email.
+
+Texts come from the notification row (its title and message already carry the
+batch's count: "25 people liked your post"). Every value put into HTML is
+escaped; the templates are ``string.Template`` files beside this module.
+"""
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import format_datetime, parseaddr
+from functools import lru_cache
+from pathlib import Path
+from string import Template
+
+from tasks.delivery import unsubscribe
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+PUSH_BODY_LIMIT = 3000  # bytes of JSON; Web Push carries 4,096 after encryption overhead
+
+
+@lru_cache(maxsize=None)
+def _template(name: str) -> Template:
+    return Template((TEMPLATES / name).read_text(encoding="utf-8"))
+
+
+@dataclass(frozen=True)
+class Links:
+    base_url: str
+
+    @property
+    def open_url(self) -> str:
+        return f"{self.base_url.rstrip('/')}/notifications"
+
+    def unsubscribe_url(self, token: str) -> str:
+        return f"{self.base_url.rstrip('/')}/notifications/unsubscribe?token={token}"
+
+
+def message_id(kind: str, row_id: str, mail_from: str) -> str:
+    """Stable per delivery row: a resend after a crash carries the same Message-ID, which
+    lets the receiving side (and our at-most-one-duplicate count) recognise it."""
+    domain = parseaddr(mail_from)[1].rpartition("@")[2] or "localhost"
+    return f"<{kind}.{row_id}@{domain}>"
+
+
+def _email(*, mail_from: str, to: str, subject: str, msg_id: str, text_body: str, html_body: str,
+           unsubscribe_url: str, sent_at) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = mail_from
+    message["To"] = to
+    message["Subject"] = subject
+    message["Message-ID"] = msg_id
+    message["Date"] = format_datetime(sent_at)
+    message["List-Unsubscribe"] = f"<{unsubscribe_url}>"
+    message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content(text_body)
+    message.add_alternative(html_body, subtype="html")
+    return message
+
+
+def notification_email(*, notification: dict, to: str, msg_id: str, mail_from: str, links: Links,
+                       secret: str, sent_at) -> EmailMessage:
+    kind = notification["type"]
+    token = unsubscribe.sign(notification["user_id"], kind, secret)
+    values = {"title": notification["title"], "message": notification["message"], "kind": kind,
+              "open_url": links.open_url, "unsubscribe_url": links.unsubscribe_url(token)}
+    escaped = {key: html.escape(value) for key, value in values.items()}
+    return _email(mail_from=mail_from, to=to, subject=notification["title"], msg_id=msg_id,
+                  text_body=_template("notification.txt").substitute(values),
+                  html_body=_template("notification.html").substitute(escaped),
+                  unsubscribe_url=values["unsubscribe_url"], sent_at=sent_at)
+
+
+def digest_email(*, user_id: int, period: str, items: list[dict], total: int, to: str, msg_id: str,
+                 mail_from: str, links: Links, secret: str, sent_at) -> EmailMessage:
+    token = unsubscribe.sign(user_id, "digest", secret)
+    more = total - len(items)
+    more_text = f"… and {more} more.\n" if more > 0 else ""
+    values = {"period": period, "count": str(total), "open_url": links.open_url,
+              "unsubscribe_url": links.unsubscribe_url(token),
+              "items_text": "".join(f"- {i['title']}: {i['message']}\n" for i in items),
+              "more_text": more_text}
+    html_values = {**{k: html.escape(v) for k, v in values.items()},
+                   "items_html": "\n".join(f"<li><b>{html.escape(i['title'])}</b>: {html.escape(i['message'])}</li>"
+                                           for i in items),
+                   "more_html": html.escape(more_text.strip())}
+    return _email(mail_from=mail_from, to=to, subject=f"Your {period} Grateful digest: {total} unread",
+                  msg_id=msg_id, text_body=_template("digest.txt").substitute(values),
+                  html_body=_template("digest.html").substitute(html_values),
+                  unsubscribe_url=values["unsubscribe_url"], sent_at=sent_at)
+
+
+def push_payload(notification: dict, links: Links) -> str:
+    """The JSON a service worker shows: title, body, a tag that collapses one batch, a link."""
+    payload = {"title": notification["title"], "body": notification["message"][:1000],
+               "notification_id": notification["id"], "type": notification["type"],
+               "count": notification["batch_count"], "tag": notification["batch"], "url": links.open_url}
+    text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    if len(text.encode()) > PUSH_BODY_LIMIT:
+        payload["body"] = payload["body"][:200]
+        text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    return text
