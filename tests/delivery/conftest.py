@@ -69,3 +69,10 @@ def deliveries(session, user_id: int) -> list[dict]:
     return [dict(r) for r in session.execute(text(
         "SELECT id::text, notification_id::text, channel, version, status, error, attempts, message_id, due_at "
         "FROM deliveries WHERE user_id = :u ORDER BY created_at, channel"), {"u": user_id}).mappings()]
+
+
+@pytest.fixture
+def graph(db_session):
+    from tests.notifications.builders import Graph
+
+    return Graph(db_session)

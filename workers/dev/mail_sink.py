@@ -11,6 +11,7 @@ relay would send.
 """
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import itertools
@@ -53,14 +54,21 @@ class _Handler:
         self.sink = sink
 
     async def handle_DATA(self, server, session, envelope) -> str:
-        return self.sink._accept(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)
+        reply = self.sink._accept(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)
+        if self.sink.reply_delay > 0:
+            await asyncio.sleep(self.sink.reply_delay)  # other connections are served meanwhile
+        return reply
 
 
 class MailSink:
     """An SMTP server on 127.0.0.1 that stores every message it accepts."""
 
-    def __init__(self, maildir: Path | None = None):
+    def __init__(self, maildir: Path | None = None, reply_delay: float = 0.0):
         self.maildir = Path(maildir) if maildir is not None else None
+        # Seconds between keeping a message and answering its DATA, as a slow relay does: a
+        # sender killed meanwhile handed the message over without learning so (the chaos
+        # test's at-most-one-duplicate window). The message is stored before the wait.
+        self.reply_delay = reply_delay
         self.messages: list[ReceivedMail] = []
         self._replies: deque[str] = deque()
         self._lock = threading.Lock()

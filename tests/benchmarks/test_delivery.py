@@ -1,0 +1,317 @@
+"""Notification delivery (issue 11): email send throughput and the daily digest build, each
+beside its floor measured in the same run.
+
+- ``delivery.email_send_throughput``: ``sending.deliver("email", ...)`` over pre-claimed
+  ``deliveries`` rows (lock and mark SENDING, render, hand over to SMTP, mark SENT: two
+  transactions and one SMTP transaction per email), one thread, against one bare
+  ``smtplib`` connection sending the same rendered messages to the same in-process
+  SMTP sink (workers.dev.mail_sink.MailSink, aiosmtpd). Rounds alternate which side
+  goes first; the best round of each side is kept.
+- ``delivery.digest_build_100k_users``: ``digests.build()`` (one INSERT … SELECT) for
+  100 k users whose local time is 08:xx, against ``digests.SELECT_ITEMS_SQL`` (the same
+  item selection, only selected and fetched) with the same parameters. Each build runs
+  in a transaction that is rolled back, so every repeat sees the same data.
+"""
+from __future__ import annotations
+
+import smtplib
+import time
+from datetime import datetime, timezone
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from tests.benchmarks.conftest import Goal
+from workers.dev.mail_sink import MailSink
+
+EMAILS = 1000          # deliveries per round
+EMAIL_ROUNDS = 3       # each side measured this often, alternating which goes first
+SECRET = "bench-unsubscribe-secret-" + "x" * 32
+
+
+# --- email send throughput --------------------------------------------------------------
+
+@pytest.fixture
+def mail_env(monkeypatch):
+    with MailSink() as sink:
+        monkeypatch.setenv("SMTP_URL", sink.url)
+        monkeypatch.setenv("UNSUBSCRIBE_SECRET", SECRET)
+        monkeypatch.delenv("MAIL_FROM", raising=False)
+        yield sink
+    from tasks.delivery import transports
+
+    transports.drop_connection()  # this thread's pooled connection pointed at the stopped sink
+
+
+def _seed_email_deliveries(engine, count: int) -> None:
+    """``count`` users, one unread comment notification each, and its email delivery, claimed (queued)."""
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO users (email, username, hashed_password) "
+            "SELECT 'mail' || g || '@example.com', 'mail' || g, '!' FROM generate_series(1, :n) AS g"),
+            {"n": count})
+        conn.execute(text("""
+            INSERT INTO notifications (user_id, type, priority, title, message, batch_key)
+            SELECT id, 'comment', 'normal', 'Ana Souza commented on your post',
+                   'Ana Souza: "What a lovely thing to be grateful for. Thank you for sharing it with us!"',
+                   'comment:' || id
+            FROM users"""))
+        conn.execute(text("""
+            INSERT INTO deliveries (notification_id, user_id, channel, version, batch_key, status, due_at,
+                                    claimed_at)
+            SELECT id, user_id, 'email', batch_count, batch_key, 'queued', now(), now() FROM notifications"""))
+        conn.execute(text("DELETE FROM delivery_due"))
+    _vacuum(engine, "users", "notifications", "deliveries")
+
+
+def _reset_deliveries(engine) -> None:
+    """Every row back to claimed-and-not-yet-sent, so each round sends the same N emails."""
+    with engine.begin() as conn:
+        conn.execute(text(
+            "UPDATE deliveries SET status = 'queued', attempts = 0, message_id = NULL, sent_at = NULL, "
+            "provider_message_id = NULL, error = NULL, claimed_at = now()"))
+    _vacuum(engine, "deliveries")
+
+
+def _vacuum(engine, *tables: str) -> None:
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text(f"VACUUM ANALYZE {', '.join(tables)}"))
+
+
+def _rendered_messages(engine, config) -> list:
+    """The messages ``deliver`` sends for these rows, rendered the same way, for the bare loop."""
+    from tasks.delivery import rendering
+
+    with engine.connect() as conn:
+        rows = conn.execute(text("""
+            SELECT d.id::text AS delivery_id, n.id::text AS id, n.user_id, n.type, n.title, n.message,
+                   n.batch_count, coalesce(n.batch_key, n.id::text) AS batch, n.priority, u.email
+            FROM deliveries AS d JOIN notifications AS n ON n.id = d.notification_id
+            JOIN users AS u ON u.id = d.user_id ORDER BY d.id""")).mappings().all()
+    sent_at = datetime.now(timezone.utc)
+    return [rendering.notification_email(
+        notification={k: row[k] for k in ("id", "user_id", "type", "title", "message", "batch_count", "batch",
+                                           "priority")},
+        to=row["email"], msg_id=rendering.message_id("notification", row["delivery_id"], config.mail_from),
+        mail_from=config.mail_from, links=config.links, secret=config.unsubscribe_secret, sent_at=sent_at)
+        for row in rows]
+
+
+def _our_path(engine, ids: list[str], config) -> float:
+    from db.session import session_scope
+    from tasks.delivery.sending import deliver
+
+    started = time.perf_counter()
+    for delivery_id in ids:
+        outcome = deliver("email", delivery_id, sessions=session_scope, config=config)
+        assert outcome["status"] == "sent", outcome
+    return time.perf_counter() - started
+
+
+def _bare_loop(sink: MailSink, messages: list) -> float:
+    from email.utils import parseaddr
+
+    from tasks.delivery.transports import WIRE_POLICY
+
+    client = smtplib.SMTP("127.0.0.1", sink.port, timeout=20)
+    client.ehlo()
+    try:
+        started = time.perf_counter()
+        for message in messages:
+            client.sendmail(parseaddr(message["From"])[1], [parseaddr(message["To"])[1]],
+                            message.as_bytes(policy=WIRE_POLICY))
+        return time.perf_counter() - started
+    finally:
+        client.quit()
+
+
+def test_email_send_throughput(clean_db, mail_env, bench_record):
+    from tasks.delivery.sending import DeliveryConfig
+
+    sink = mail_env
+    config = DeliveryConfig.from_settings()
+    _seed_email_deliveries(clean_db, EMAILS)
+    with clean_db.connect() as conn:
+        ids = conn.execute(text("SELECT d.id::text FROM deliveries AS d ORDER BY d.id")).scalars().all()
+    messages = _rendered_messages(clean_db, config)
+    started = time.perf_counter()
+    _rendered_messages(clean_db, config)
+    render_ms = (time.perf_counter() - started) / len(ids) * 1e3
+
+    # Warm up both sides (connections, pools, caches, the sink's code paths), then reset.
+    _our_path(clean_db, ids[:50], config)
+    _bare_loop(sink, messages[:50])
+    ours, bare = [], []
+    for round_ in range(EMAIL_ROUNDS):
+        _reset_deliveries(clean_db)
+        sink.clear()
+        sides = [("ours", ours), ("bare", bare)]
+        for side, timings in (sides if round_ % 2 == 0 else sides[::-1]):
+            before = len(sink.messages)
+            if side == "ours":
+                timings.append(_our_path(clean_db, ids, config))
+            else:
+                timings.append(_bare_loop(sink, messages))
+            assert len(sink.wait_for(before + len(ids), timeout=30)) == before + len(ids)
+        with clean_db.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM deliveries WHERE status = 'sent'")).scalar() == len(ids)
+    sink.clear()
+
+    ours_rate, bare_rate = len(ids) / min(ours), len(ids) / min(bare)
+    entry = bench_record(
+        "delivery.email_send_throughput", ours_rate, "emails/s", bare_rate,
+        "bare smtplib loop: one connection, the same rendered messages, same in-process SMTP sink, same run",
+        goal=Goal("ratio", ">=", 0.7, "the delivery bookkeeping costs at most 30% of the SMTP hand-over"),
+        emails=len(ids), rounds=EMAIL_ROUNDS, statistic="best round of each side, order alternated",
+        threads=1, ours_rounds_s=[round(t, 3) for t in ours], bare_rounds_s=[round(t, 3) for t in bare],
+        ours_ms_per_email=round(min(ours) / len(ids) * 1e3, 3), bare_ms_per_email=round(min(bare) / len(ids) * 1e3, 3),
+        render_ms_per_email=round(render_ms, 3),
+        path="sending.deliver('email', id, sessions=db.session.session_scope, config=DeliveryConfig.from_settings())")
+    assert entry["value"] > 0
+
+
+# --- daily digest build -----------------------------------------------------------------
+
+DIGEST_USERS = 100_000        # due at NOW: local time 08:xx
+OTHER_USERS = 20_000          # not due at NOW (09:xx, 03:xx, digest off, weekly)
+DIGEST_ROUNDS = 3
+# A Tuesday, 08:20 in UTC, London, Abidjan and Reykjavik (all UTC+0 in March); 09:20 in
+# Berlin, 03:20 in New York (EST until 8 March 2026, then EDT: 04:20). Weekly users wait for Monday.
+NOW = datetime(2026, 3, 10, 8, 20, tzinfo=timezone.utc)
+
+# Users 1..DIGEST_USERS are due: 40 % without a settings row (UTC by default), the rest in
+# three zones at UTC+0. The OTHER_USERS after them are not due. Each user has 3-5 unread
+# top-level notifications from the last 24 hours (the first low priority), every other user
+# one of them already delivered by email (excluded unless low), and every fourth user one
+# read and one older than the period (both excluded); every tenth user has a batch of
+# likes with two children (children are never digest items).
+DIGEST_SEED = """
+SET LOCAL session_replication_role = replica;
+INSERT INTO users (id, email, username, hashed_password)
+    SELECT g, 'dg' || g || '@example.com', 'dg' || g, '!' FROM generate_series(1, :total) AS g;
+SELECT setval(pg_get_serial_sequence('users', 'id'), :total + 1);
+INSERT INTO notification_settings (user_id, timezone, digest)
+    SELECT g, (ARRAY['UTC', 'Europe/London', 'Africa/Abidjan', 'Atlantic/Reykjavik'])[g % 4 + 1], 'daily'
+    FROM generate_series(1, :due) AS g WHERE g % 10 >= 4;
+INSERT INTO notification_settings (user_id, timezone, digest)
+    SELECT g, (ARRAY['Europe/Berlin', 'America/New_York', 'UTC', 'UTC'])[g % 4 + 1],
+           (ARRAY['daily', 'daily', 'off', 'weekly'])[g % 4 + 1]
+    FROM generate_series(:due + 1, :total) AS g;
+INSERT INTO notifications (user_id, type, priority, title, message, batch_key, read, read_at,
+                           created_at, last_updated_at)
+    SELECT u, CASE WHEN k = 1 THEN 'like' WHEN k % 2 = 0 THEN 'comment' ELSE 'mention' END,
+           CASE WHEN k = 1 THEN 'low' ELSE 'normal' END,
+           'Someone interacted with your post #' || k, 'A short message about event ' || k || ' for user ' || u,
+           CASE WHEN k = 1 THEN 'like:' || u END, false, NULL,
+           CAST(:now AS timestamptz) - make_interval(hours => k * 3, mins => u % 60),
+           CAST(:now AS timestamptz) - make_interval(hours => k * 3, mins => u % 60)
+    FROM generate_series(1, :total) AS u, generate_series(1, 3 + u % 3) AS k;
+INSERT INTO notifications (user_id, type, priority, title, message, read, read_at, created_at, last_updated_at)
+    SELECT u, 'comment', 'normal', 'Already seen', 'Read in the app',
+           k = 1, CASE WHEN k = 1 THEN CAST(:now AS timestamptz) - interval '1 hour' END,
+           CAST(:now AS timestamptz) - CASE WHEN k = 1 THEN interval '5 hours' ELSE interval '2 days' END,
+           CAST(:now AS timestamptz) - CASE WHEN k = 1 THEN interval '5 hours' ELSE interval '2 days' END
+    FROM generate_series(4, :total, 4) AS u, generate_series(1, 2) AS k;
+INSERT INTO notifications (user_id, type, priority, title, message, batch_key, parent_id, created_at,
+                           last_updated_at)
+    SELECT n.user_id, 'like', 'low', 'Someone liked your post', 'one like of the batch', n.batch_key, n.id,
+           n.created_at, n.last_updated_at
+    FROM notifications AS n, generate_series(1, 2) AS c
+    WHERE n.batch_key IS NOT NULL AND n.user_id % 10 = 0;
+UPDATE notifications SET is_batch = true, batch_count = 3
+    WHERE batch_key IS NOT NULL AND parent_id IS NULL AND user_id % 10 = 0;
+INSERT INTO deliveries (notification_id, user_id, channel, version, status, due_at, claimed_at, sent_at)
+    SELECT n.id, n.user_id, 'email', 1, 'sent', n.last_updated_at, n.last_updated_at, n.last_updated_at
+    FROM notifications AS n
+    WHERE n.user_id % 2 = 0 AND n.parent_id IS NULL AND n.type = 'comment' AND NOT n.read
+      AND n.last_updated_at > CAST(:now AS timestamptz) - interval '1 day'
+"""
+
+
+def _seed_digests(engine) -> float:
+    started = time.perf_counter()
+    with engine.begin() as conn:
+        for statement in DIGEST_SEED.split(";\n"):
+            if statement.strip():
+                conn.execute(text(statement), {"due": DIGEST_USERS, "total": DIGEST_USERS + OTHER_USERS,
+                                               "now": NOW})
+    _vacuum(engine, "users", "notification_settings", "notifications", "deliveries", "digests")
+    return time.perf_counter() - started
+
+
+def _expected_items(engine) -> tuple[int, int]:
+    """What the seed says the digests must hold, computed without the digest SQL: (users, items)."""
+    with engine.connect() as conn:
+        return tuple(conn.execute(text("""
+            SELECT count(DISTINCT n.user_id), count(*) FROM notifications AS n
+            WHERE n.user_id <= :due AND n.parent_id IS NULL AND NOT n.read
+              AND n.last_updated_at > CAST(:now AS timestamptz) - interval '1 day'
+              AND (n.priority = 'low' OR NOT EXISTS (
+                   SELECT 1 FROM deliveries AS d WHERE d.notification_id = n.id AND d.status = 'sent'))"""),
+            {"due": DIGEST_USERS, "now": NOW}).one())
+
+
+def _timed_build(engine) -> tuple[float, int, int]:
+    from tasks.delivery import digests
+
+    with Session(engine) as session:
+        started = time.perf_counter()
+        ids = digests.build(session, now=NOW)
+        elapsed = time.perf_counter() - started
+        users, items = session.execute(text("SELECT count(DISTINCT user_id), coalesce(sum(item_count), 0) "
+                                            "FROM digests")).one()
+        session.rollback()
+    assert len(ids) == users
+    return elapsed, users, items
+
+
+def _timed_select(engine, *, fetch: bool) -> tuple[float, int]:
+    from tasks.delivery import digests, policy
+
+    params = {"now": NOW, "hour": policy.DIGEST_LOCAL_HOUR}
+    with Session(engine) as session:
+        started = time.perf_counter()
+        if fetch:
+            rows = len(session.execute(digests.SELECT_ITEMS_SQL, params).all())
+        else:  # server side only: no rows cross the wire
+            rows = session.execute(text(f"SELECT count(*) FROM ({digests.SELECT_ITEMS_SQL.text}) AS s"),
+                                   params).scalar_one()
+        elapsed = time.perf_counter() - started
+        session.rollback()
+    return elapsed, rows
+
+
+def test_digest_build_100k_users(clean_db, bench_record):
+    seed_seconds = _seed_digests(clean_db)
+    due_users, due_items = _expected_items(clean_db)
+    assert due_users == DIGEST_USERS
+
+    _timed_select(clean_db, fetch=True)  # warm the cache
+    builds, selects, server_side = [], [], []
+    for round_ in range(DIGEST_ROUNDS):
+        steps = [lambda: builds.append(_timed_build(clean_db)),
+                 lambda: selects.append(_timed_select(clean_db, fetch=True)),
+                 lambda: server_side.append(_timed_select(clean_db, fetch=False))]
+        for step in (steps if round_ % 2 == 0 else steps[::-1]):
+            step()
+            _vacuum(clean_db, "digests")  # the rolled-back insert leaves dead tuples behind
+    for _, users, items in builds:
+        assert (users, items) == (DIGEST_USERS, due_items)
+    assert all(rows == due_items for _, rows in selects + server_side)
+
+    build_s = min(t for t, _, _ in builds)
+    select_s = min(t for t, _ in selects)
+    server_s = min(t for t, _ in server_side)
+    with clean_db.connect() as conn:
+        notifications = conn.execute(text("SELECT count(*) FROM notifications")).scalar()
+    entry = bench_record(
+        "delivery.digest_build_100k_users", build_s, "s", select_s,
+        "digests.SELECT_ITEMS_SQL with the same parameters, rows fetched, same data, same run",
+        goal=Goal("ratio", "<=", 3, "building the digests costs at most 3x selecting their rows"),
+        due_users=DIGEST_USERS, other_users=OTHER_USERS, digest_items=due_items, notifications=notifications,
+        rounds=DIGEST_ROUNDS, statistic="best of each, order alternated, each build rolled back",
+        build_rounds_s=[round(t, 3) for t, _, _ in builds], select_rounds_s=[round(t, 3) for t, _ in selects],
+        server_side_select_s=round(server_s, 3), ratio_to_server_side_select=round(build_s / server_s, 2),
+        seed_seconds=round(seed_seconds, 1), now=NOW.isoformat())
+    assert entry["value"] > 0
