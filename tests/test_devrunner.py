@@ -1,5 +1,5 @@
 """`make run`'s engine end to end: `python -m workers run --once` against the test
-database and broker starts 3 workers, beat, Flower and the exporter, runs every
+database and broker starts 4 workers, beat, Flower and the exporter, runs every
 family's demo, exits 0 and leaves no child process behind."""
 import os
 import socket
@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-FAMILIES = ("engagement", "feed", "images", "maintenance", "mentions", "notifications")
+FAMILIES = ("delivery", "engagement", "feed", "images", "maintenance", "mentions", "notifications")
 
 pytestmark = pytest.mark.integration
 
@@ -38,6 +38,7 @@ def test_run_once_runs_every_family_and_stops_everything(clean_db, tmp_path):
     # Secrets never reach the terminal: not Flower's password, not a password in a service URL.
     secrets = ["test-secret"] + [urlsplit(env[name]).password for name in ("DATABASE_URL", "BROKER_URL", "RESULT_BACKEND")
                                  if env.get(name) and urlsplit(env[name]).password]
+    secrets.append((tmp_path / "data" / "unsubscribe_secret").read_text().strip())
     assert not [secret for secret in secrets if secret in output]
     assert "workers answering: core@" in output
     table = output.split("family", 1)[1]
@@ -45,6 +46,13 @@ def test_run_once_runs_every_family_and_stops_everything(clean_db, tmp_path):
         line = next(l for l in table.splitlines() if l.strip().startswith(family + " "))
         sent, ok, failed, pending = (int(x) for x in line.split()[1:5])
         assert sent > 0 and ok == sent and failed == 0 and pending == 0, line
+    # The demo's mention went out for real: an email in the SMTP sink, a decrypted push in the receiver.
+    delivery = next(l for l in table.splitlines() if l.strip().startswith("delivery "))
+    assert "email sent" in delivery and "push sent" in delivery, delivery
+    [mail] = (tmp_path / "data" / "mail").glob("*.eml")
+    assert "Bob mentioned you" in mail.read_text()
+    pushes = [p.read_text() for p in (tmp_path / "data" / "push").glob("*.json")]
+    assert any("Bob mentioned you" in p for p in pushes)
     leftovers = [p for p in psutil.process_iter(["cmdline"])
                  if p.info["cmdline"] and str(tmp_path / "data") in " ".join(p.info["cmdline"])]
     assert leftovers == []

@@ -192,3 +192,22 @@ def reclaim_stale(session: Session, *, now: datetime, chunk: int) -> list[tuple[
     """Claimed rows whose task never finished: [("email"|"push"|"digest", id)] to send again."""
     return [tuple(row) for row in session.execute(
         _RECLAIM_SQL, {"now": now, "before": now - policy.RECLAIM_AFTER, "chunk": chunk})]
+
+
+DELIVERY_LAG_PROBLEM = timedelta(minutes=5)
+
+_BACKLOG_SQL = text("""
+SELECT (SELECT count(*) FROM deliveries WHERE status = 'pending' AND due_at <= :now) AS due,
+       (SELECT extract(epoch FROM :now - min(due_at)) FROM deliveries
+        WHERE status = 'pending' AND due_at <= :now) AS overdue_seconds,
+       (SELECT count(*) FROM deliveries WHERE status IN ('queued', 'sending')) AS in_flight,
+       (SELECT count(*) FROM deliveries WHERE status = 'failed' AND created_at > :now - interval '1 hour')
+         AS failed_last_hour
+""")
+
+
+def backlog(session: Session, *, now: datetime) -> dict:
+    """For ``python -m workers status``: due rows not yet claimed, the oldest one's lag, in flight, failed."""
+    row = session.execute(_BACKLOG_SQL, {"now": now}).mappings().one()
+    return {"due": row["due"], "overdue_seconds": round(float(row["overdue_seconds"] or 0)),
+            "in_flight": row["in_flight"], "failed_last_hour": row["failed_last_hour"]}

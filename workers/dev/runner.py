@@ -77,6 +77,12 @@ def run(once: bool = False, demo: bool = True) -> int:
     check_visibility_timeout(app.conf)
     upgrade()
     print("  migrations applied")
+    from workers.dev import delivery_peers
+
+    peers = delivery_peers.start(data_dir())
+    if peers.started:
+        print(f"  started {', '.join(peers.started)}: emails go to {peers.mail_dir or 'SMTP_URL'}, "
+              f"pushes to {peers.push_dir}")
 
     logs = data_dir() / "logs"
     logs.mkdir(exist_ok=True)
@@ -133,3 +139,4 @@ def run(once: bool = False, demo: bool = True) -> int:
         return 0
     finally:
         stop_children()
+        peers.stop()

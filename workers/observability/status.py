@@ -59,10 +59,11 @@ def collect(timeout: float = 2.0, canary_timeout: float = 10.0) -> dict:
             report["problems"].append(f"canary task maintenance.noop did not complete in {canary_timeout:g} s "
                                       f"({type(exc).__name__})")
 
+    now = datetime.now(timezone.utc)
     with new_session() as session:
         beats = heartbeats(session)
         report["dead_letters"] = summary(session)
-    now = datetime.now(timezone.utc)
+        report["delivery"] = _delivery(session, now, report["problems"])
     entries = set(app.conf.beat_schedule or {})
     report["beat"] = {name: round((now - at).total_seconds()) for name, at in beats.items()
                       if name == "maintenance.beat_heartbeat"
@@ -74,6 +75,20 @@ def collect(timeout: float = 2.0, canary_timeout: float = 10.0) -> dict:
         report["problems"].append(f"beat is stale: last heartbeat {report['beat']['maintenance.beat_heartbeat']} s ago")
     report["exit_code"] = DEGRADED if report["problems"] else HEALTHY
     return report
+
+
+def _delivery(session, now: datetime, problems: list[str]) -> dict:
+    import settings
+    from tasks.delivery.planning import DELIVERY_LAG_PROBLEM, backlog
+
+    found = settings.current()
+    state = backlog(session, now=now)
+    state["email"] = "on" if found.smtp_url else "off here: SMTP_URL is not set in this environment"
+    state["push"] = "on" if found.vapid_private_key else "off here: VAPID_PRIVATE_KEY is not set in this environment"
+    if state["overdue_seconds"] > DELIVERY_LAG_PROBLEM.total_seconds():
+        problems.append(f"delivery is behind: {state['due']} due deliveries, the oldest "
+                        f"{state['overdue_seconds']} s overdue (is delivery.dispatch_due running?)")
+    return state
 
 
 def main(as_json: bool = False) -> int:
@@ -93,6 +108,10 @@ def main(as_json: bool = False) -> int:
         letters = report["dead_letters"]
         print(f"dead letters: {letters['dead']} dead, {letters['total']} total, {letters['last_hour']} in the last hour"
               " (python -m workers dead list)")
+    if "delivery" in report:
+        d = report["delivery"]
+        print(f"delivery: email {d['email']}; push {d['push']}; {d['due']} due (oldest {d['overdue_seconds']} s "
+              f"overdue), {d['in_flight']} in flight, {d['failed_last_hour']} failed in the last hour")
     for name, age in report.get("beat", {}).items():
         print(f"last success {name}: {age} s ago")
     for problem in report["problems"]:
