@@ -6,8 +6,10 @@ that no other channel delivered: likes and reactions with email off by default,
 pushes folded over the hourly limit, email or push turned off, no subscription.
 
 One statement builds every due digest (``digests`` is unique per user, period
-and local date, so a second run in the same hour adds nothing); one task per
-digest sends it, like an email delivery (QUEUED → SENDING → SENT).
+and local date, so a second run in the same hour adds nothing). The digests wait
+unclaimed; ``delivery.dispatch_due`` claims them in bounded chunks like
+deliveries and sends one task each, which sends it like an email delivery
+(QUEUED → SENDING → SENT).
 """
 from __future__ import annotations
 
@@ -49,9 +51,9 @@ due_users AS (
 """
 
 BUILD_SQL = text(_DUE_USERS_CTE + """
-INSERT INTO digests (user_id, period, local_date, status, notification_ids, item_count, claimed_at)
+INSERT INTO digests (user_id, period, local_date, status, notification_ids, item_count)
 SELECT user_id, period, local_date, 'queued',
-       (array_agg(id ORDER BY last_updated_at DESC))[1:CAST(:max_items AS integer)], count(*), :now
+       (array_agg(id ORDER BY last_updated_at DESC))[1:CAST(:max_items AS integer)], count(*)
 FROM items
 GROUP BY user_id, period, local_date
 ON CONFLICT (user_id, period, local_date) DO NOTHING
@@ -63,7 +65,7 @@ SELECT_ITEMS_SQL = text(_DUE_USERS_CTE + "SELECT user_id, id FROM items")
 
 
 def build(session: Session, *, now: datetime) -> list[str]:
-    """Create the digests due at ``now``; returns their ids (the caller sends one task each after commit)."""
+    """Create the digests due at ``now``, unclaimed; returns their ids."""
     return list(session.execute(BUILD_SQL, {"now": now, "hour": policy.DIGEST_LOCAL_HOUR,
                                             "max_items": policy.DIGEST_MAX_ITEMS}).scalars())
 

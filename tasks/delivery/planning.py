@@ -6,7 +6,8 @@
    one notification), and writes one ``pending`` delivery per enabled channel at
    the batch's current count (its version), due when the policy allows.
 2. ``claim_due`` moves a bounded chunk of due ``pending`` rows to ``queued``,
-   again SKIP LOCKED; the caller sends one task per claimed row after commit.
+   again SKIP LOCKED, and claims the digests ``send_digests`` built; the caller
+   sends one task per claimed row after commit.
 3. ``reclaim_stale`` re-sends rows whose task vanished (RECLAIM_AFTER).
 
 Exactly once: the unique (notification, channel, version) key admits one
@@ -183,9 +184,22 @@ SELECT * FROM stale_deliveries UNION ALL SELECT * FROM stale_digests
 """)
 
 
+_CLAIM_DIGESTS_SQL = text("""
+UPDATE digests SET claimed_at = :now
+WHERE id IN (SELECT id FROM digests WHERE status = 'queued' AND claimed_at IS NULL
+             ORDER BY created_at LIMIT :chunk FOR UPDATE SKIP LOCKED)
+RETURNING 'digest', id::text
+""")
+
+
 def claim_due(session: Session, *, now: datetime, chunk: int) -> list[tuple[str, str]]:
-    """Claim due pending deliveries: [(channel, delivery id)]. Send their tasks after commit."""
-    return [tuple(row) for row in session.execute(_CLAIM_SQL, {"now": now, "chunk": chunk})]
+    """Claim due pending deliveries, else new digests: [(channel or "digest", id)], at most ``chunk``.
+    Send their tasks after commit."""
+    claimed = [tuple(row) for row in session.execute(_CLAIM_SQL, {"now": now, "chunk": chunk})]
+    if len(claimed) < chunk:
+        claimed += [tuple(row) for row in session.execute(
+            _CLAIM_DIGESTS_SQL, {"now": now, "chunk": chunk - len(claimed)})]
+    return claimed
 
 
 def reclaim_stale(session: Session, *, now: datetime, chunk: int) -> list[tuple[str, str]]:

@@ -17,8 +17,6 @@ before the hand-over re-sends nothing twice. docs/tasks.md documents the window.
 """
 from __future__ import annotations
 
-import logging
-import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -32,7 +30,6 @@ from db.locks import xact_lock
 from tasks.delivery import policy, rendering, transports
 from tasks.delivery.errors import NotConfigured, PermanentFailure, TemporaryFailure
 
-log = logging.getLogger("tasks.delivery")
 
 FINAL_STATUSES = ("sent", "skipped", "folded", "failed")
 MAX_SUBSCRIPTION_FAILURES = 5  # permanent refusals in a row before a subscription is dropped

@@ -104,11 +104,9 @@ def send_digest(digest_id: UuidStr) -> dict:
 
 @job("delivery.send_digests")
 def send_digests() -> dict:
-    """Beat, hourly: build the digests of users whose local time is 08:00–08:59, send one task each."""
+    """Beat, hourly: build the digests of users whose local time is 08:00–08:59 (dispatch_due sends them)."""
     if not settings.current().smtp_url:
         return {"status": "skipped", "reason": "SMTP_URL is not set"}
     with session_scope() as session:
         ids = digests.build(session, now=_now())
-        for digest_id in ids:
-            enqueue_on_commit(session, send_digest.si(digest_id))
     return {"status": "ok", "digests": len(ids)}

@@ -22,6 +22,7 @@ kill carries the same one: duplicates are counted by Message-ID.
 """
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
@@ -65,6 +66,9 @@ def isolated(celery_app):
 
 @pytest.fixture
 def slow_sink(monkeypatch):
+    # aiosmtpd logs every SMTP command at INFO; once a worker set the root level to INFO, that
+    # drowns this test's figures in the output.
+    monkeypatch.setattr(logging.getLogger("mail.log"), "level", logging.WARNING)
     with MailSink(reply_delay=REPLY_DELAY) as sink:
         monkeypatch.setenv("SMTP_URL", sink.url)
         monkeypatch.setenv("UNSUBSCRIBE_SECRET", "test-secret-" + "x" * 32)

@@ -115,3 +115,20 @@ def test_a_digest_is_one_email_listing_its_items(graph, db_session, delivery_env
     assert mail.message["Subject"] == "Your daily Grateful digest: 2 unread"
     plain = mail.message.get_body(("plain",)).get_content()
     assert plain.count("liked your post") == 2 and mail.message["List-Unsubscribe"]
+
+
+def test_dispatch_claims_built_digests_once_in_bounded_chunks(graph, db_session):
+    from tasks.delivery import planning
+
+    with freeze_time("2026-11-30 08:30:00"):
+        now = datetime.now(timezone.utc)
+        users = [_user_in(graph, db_session, None) for _ in range(3)]
+        for user in users:
+            _unread_like(graph, db_session, user, now - timedelta(hours=1))
+        built = set(digests.build(db_session, now=now))
+        first = planning.claim_due(db_session, now=now, chunk=2)
+        second = planning.claim_due(db_session, now=now, chunk=2)
+        third = planning.claim_due(db_session, now=now, chunk=2)
+    assert len(built) == 3 and len(first) == 2 and len(second) == 1 and third == []
+    assert {row_id for _, row_id in first + second} == built
+    assert {kind for kind, _ in first + second} == {"digest"}
