@@ -19,6 +19,15 @@ from tasks.delivery import unsubscribe
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 PUSH_BODY_LIMIT = 3000  # bytes of JSON; Web Push carries 4,096 after encryption overhead
+# Notification texts are the web tier's and its users': bounded before they become a message.
+SUBJECT_LIMIT = 200
+MESSAGE_LIMIT = 5000
+DIGEST_ITEM_LIMIT = 500
+
+
+def _one_line(value: str, limit: int = SUBJECT_LIMIT) -> str:
+    """A header value: no CR/LF (header injection; EmailMessage would refuse them anyway), bounded."""
+    return " ".join(value.split())[:limit]
 
 
 @lru_cache(maxsize=None)
@@ -65,10 +74,11 @@ def notification_email(*, notification: dict, to: str, msg_id: str, mail_from: s
                        secret: str, sent_at) -> EmailMessage:
     kind = notification["type"]
     token = unsubscribe.sign(notification["user_id"], kind, secret)
-    values = {"title": notification["title"], "message": notification["message"], "kind": kind,
+    values = {"title": _one_line(notification["title"]), "message": notification["message"][:MESSAGE_LIMIT],
+              "kind": kind,
               "open_url": links.open_url, "unsubscribe_url": links.unsubscribe_url(token)}
     escaped = {key: html.escape(value) for key, value in values.items()}
-    return _email(mail_from=mail_from, to=to, subject=notification["title"], msg_id=msg_id,
+    return _email(mail_from=mail_from, to=to, subject=values["title"], msg_id=msg_id,
                   text_body=_template("notification.txt").substitute(values),
                   html_body=_template("notification.html").substitute(escaped),
                   unsubscribe_url=values["unsubscribe_url"], sent_at=sent_at)
@@ -79,6 +89,7 @@ def digest_email(*, user_id: int, period: str, items: list[dict], total: int, to
     token = unsubscribe.sign(user_id, "digest", secret)
     more = total - len(items)
     more_text = f"… and {more} more.\n" if more > 0 else ""
+    items = [{"title": _one_line(i["title"]), "message": i["message"][:DIGEST_ITEM_LIMIT]} for i in items]
     values = {"period": period, "count": str(total), "open_url": links.open_url,
               "unsubscribe_url": links.unsubscribe_url(token),
               "items_text": "".join(f"- {i['title']}: {i['message']}\n" for i in items),

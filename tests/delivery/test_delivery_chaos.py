@@ -68,13 +68,18 @@ def isolated(celery_app):
 def slow_sink(monkeypatch):
     # aiosmtpd logs every SMTP command at INFO; once a worker set the root level to INFO, that
     # drowns this test's figures in the output.
-    monkeypatch.setattr(logging.getLogger("mail.log"), "level", logging.WARNING)
-    with MailSink(reply_delay=REPLY_DELAY) as sink:
-        monkeypatch.setenv("SMTP_URL", sink.url)
-        monkeypatch.setenv("UNSUBSCRIBE_SECRET", "test-secret-" + "x" * 32)
-        monkeypatch.setenv("DELIVERY_RETRY_SECONDS", "0.2")
-        monkeypatch.delenv("VAPID_PRIVATE_KEY", raising=False)
-        yield sink
+    smtp_log = logging.getLogger("mail.log")
+    level = smtp_log.level
+    smtp_log.setLevel(logging.WARNING)
+    try:
+        with MailSink(reply_delay=REPLY_DELAY) as sink:
+            monkeypatch.setenv("SMTP_URL", sink.url)
+            monkeypatch.setenv("UNSUBSCRIBE_SECRET", "test-secret-" + "x" * 32)
+            monkeypatch.setenv("DELIVERY_RETRY_SECONDS", "0.2")
+            monkeypatch.delenv("VAPID_PRIVATE_KEY", raising=False)
+            yield sink
+    finally:
+        smtp_log.setLevel(level)
 
 
 def email_deliveries(count: int) -> list[str]:

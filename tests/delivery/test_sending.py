@@ -155,3 +155,15 @@ def test_a_batch_merged_after_planning_is_skipped(graph, db_session, delivery_en
     outcome = sending.deliver(channel, single_delivery, sessions=same_session,
                               config=sending.DeliveryConfig.from_settings())
     assert outcome == {"status": "skipped", "reason": "merged into a batch"}
+
+
+def test_a_title_with_line_breaks_cannot_inject_headers(graph, db_session, delivery_env, same_session):
+    [user] = graph.users(1)
+    db_session.execute(text(
+        "INSERT INTO notifications (user_id, type, priority, title, message) "
+        "VALUES (:u, 'mention', 'high', E'Hi\\r\\nBcc: victim@example.com', :m)"), {"u": user, "m": "x" * 100_000})
+    claimed = dispatch(db_session, datetime.now(timezone.utc), push=False)
+    assert [o["status"] for o in _deliver_all(claimed, same_session)] == ["sent"]
+    [mail] = delivery_env["mail"].wait_for(1)
+    assert mail.message["Subject"] == "Hi Bcc: victim@example.com" and mail.message["Bcc"] is None
+    assert len(mail.rcpt_tos) == 1 and len(mail.raw) < 30_000
