@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import random
 import time
+import uuid
 from datetime import datetime, timezone
 
 import settings
@@ -67,6 +68,10 @@ def _retry(task, exc: TemporaryFailure):
 def _close_out(table: str):
     def hook(args: list, kwargs: dict, failure: Failure) -> None:
         row_id = (args or [None])[0] or kwargs.get("delivery_id") or kwargs.get("digest_id")
+        try:
+            uuid.UUID(str(row_id))
+        except ValueError:
+            return  # arguments the task refused (invalid_arguments): there is no row to close
         if row_id:
             with session_scope() as session:
                 sending.fail(session, table, str(row_id), f"{failure.error_code}: retries exhausted or dead-lettered")

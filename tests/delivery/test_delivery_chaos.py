@@ -147,8 +147,11 @@ def sigkill_sender(isolated, engine, sink: MailSink, tmp_path, *, kills: int, co
         restored += restore_unacked(isolated.broker_url)
         worker = isolated.start_worker("sender", ["delivery"], concurrency=1, log_path=next(logs))
 
-    rows = wait_for(lambda: (found := statuses(engine, ids)) and all(r["status"] == "sent" for r in found.values())
-                    and found, timeout=90, what="every delivery sent")
+    def all_sent():
+        found = statuses(engine, ids)
+        return found if all(r["status"] == "sent" for r in found.values()) else None
+
+    rows = wait_for(all_sent, timeout=90, what="every delivery sent")
     drain_s = time.monotonic() - start
     for task in tasks:
         assert task.get(timeout=30)["status"] in ("sent", "duplicate")
