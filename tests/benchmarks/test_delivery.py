@@ -25,8 +25,8 @@ from sqlalchemy.orm import Session
 from tests.benchmarks.conftest import Goal
 from workers.dev.mail_sink import MailSink
 
-EMAILS = 1000          # deliveries per round
-EMAIL_ROUNDS = 3       # each side measured this often, alternating which goes first
+EMAILS = 500           # deliveries per round
+EMAIL_ROUNDS = 5       # each side measured this often, alternating which goes first (a shared machine is noisy)
 SECRET = "bench-unsubscribe-secret-" + "x" * 32
 
 
@@ -79,8 +79,9 @@ def _vacuum(engine, *tables: str) -> None:
         conn.execute(text(f"VACUUM ANALYZE {', '.join(tables)}"))
 
 
-def _rendered_messages(engine, config) -> list:
-    """The messages ``deliver`` sends for these rows, rendered the same way, for the bare loop."""
+def _rendered_messages(engine, config) -> tuple[list, float]:
+    """The messages ``deliver`` sends for these rows, rendered the same way, for the bare loop;
+    and what rendering them took, in ms per email (context: it is inside our path, not the floor)."""
     from tasks.delivery import rendering
 
     with engine.connect() as conn:
@@ -90,12 +91,14 @@ def _rendered_messages(engine, config) -> list:
             FROM deliveries AS d JOIN notifications AS n ON n.id = d.notification_id
             JOIN users AS u ON u.id = d.user_id ORDER BY d.id""")).mappings().all()
     sent_at = datetime.now(timezone.utc)
-    return [rendering.notification_email(
+    started = time.perf_counter()
+    messages = [rendering.notification_email(
         notification={k: row[k] for k in ("id", "user_id", "type", "title", "message", "batch_count", "batch",
                                            "priority")},
         to=row["email"], msg_id=rendering.message_id("notification", row["delivery_id"], config.mail_from),
         mail_from=config.mail_from, links=config.links, secret=config.unsubscribe_secret, sent_at=sent_at)
         for row in rows]
+    return messages, (time.perf_counter() - started) / len(rows) * 1e3
 
 
 def _our_path(engine, ids: list[str], config) -> float:
@@ -134,35 +137,28 @@ def test_email_send_throughput(clean_db, mail_env, bench_record):
     _seed_email_deliveries(clean_db, EMAILS)
     with clean_db.connect() as conn:
         ids = conn.execute(text("SELECT d.id::text FROM deliveries AS d ORDER BY d.id")).scalars().all()
-    messages = _rendered_messages(clean_db, config)
-    started = time.perf_counter()
-    _rendered_messages(clean_db, config)
-    render_ms = (time.perf_counter() - started) / len(ids) * 1e3
+    messages, render_ms = _rendered_messages(clean_db, config)
 
-    # Warm up both sides (connections, pools, caches, the sink's code paths), then reset.
+    # Warm up both sides (connections, pools, caches, the sink's code paths).
     _our_path(clean_db, ids[:50], config)
     _bare_loop(sink, messages[:50])
     ours, bare = [], []
     for round_ in range(EMAIL_ROUNDS):
         _reset_deliveries(clean_db)
+        sides = [(ours, lambda: _our_path(clean_db, ids, config)), (bare, lambda: _bare_loop(sink, messages))]
+        for timings, run in (sides if round_ % 2 == 0 else sides[::-1]):
+            sink.clear()
+            timings.append(run())
+            assert len(sink.wait_for(len(ids), timeout=30)) == len(ids)
         sink.clear()
-        sides = [("ours", ours), ("bare", bare)]
-        for side, timings in (sides if round_ % 2 == 0 else sides[::-1]):
-            before = len(sink.messages)
-            if side == "ours":
-                timings.append(_our_path(clean_db, ids, config))
-            else:
-                timings.append(_bare_loop(sink, messages))
-            assert len(sink.wait_for(before + len(ids), timeout=30)) == before + len(ids)
         with clean_db.connect() as conn:
             assert conn.execute(text("SELECT count(*) FROM deliveries WHERE status = 'sent'")).scalar() == len(ids)
-    sink.clear()
 
     ours_rate, bare_rate = len(ids) / min(ours), len(ids) / min(bare)
     entry = bench_record(
         "delivery.email_send_throughput", ours_rate, "emails/s", bare_rate,
         "bare smtplib loop: one connection, the same rendered messages, same in-process SMTP sink, same run",
-        goal=Goal("ratio", ">=", 0.7, "the delivery bookkeeping costs at most 30% of the SMTP hand-over"),
+        goal=Goal("ratio", ">=", 0.7, "at least 70% of the bare send loop's rate, bookkeeping included"),
         emails=len(ids), rounds=EMAIL_ROUNDS, statistic="best round of each side, order alternated",
         threads=1, ours_rounds_s=[round(t, 3) for t in ours], bare_rounds_s=[round(t, 3) for t in bare],
         ours_ms_per_email=round(min(ours) / len(ids) * 1e3, 3), bare_ms_per_email=round(min(bare) / len(ids) * 1e3, 3),
