@@ -123,11 +123,11 @@ def finish(session: Session, attempt: Attempt, reply: str, *, now: datetime) -> 
 def deliver(digest_id: str, *, sessions: SessionFactory, config: DeliveryConfig,
             clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> dict:
     """Send one digest; ``TemporaryFailure`` propagates for the task to retry."""
+    config.require("digest")  # before SENDING: a digest that never left must not look handed over
     with sessions() as session:
         attempt = begin(session, digest_id, now=clock(), config=config)
     if isinstance(attempt, dict):
         return attempt
-    config.require("digest")
     message = rendering.digest_email(
         user_id=attempt.user_id, period=attempt.period, items=attempt.digest_items, total=attempt.digest_total,
         to=attempt.to, msg_id=attempt.message_id, mail_from=config.mail_from, links=config.links,

@@ -125,9 +125,52 @@ ORDER BY created_at
 """)
 
 
+# The common email case in one round trip: a queued row whose notification is still
+# unread, top-level and wanted is locked, supersedes older pending versions and is
+# marked SENDING. Anything else (no row comes back) takes the full path below, which
+# says why. One statement instead of three is a third of the email benchmark's
+# database time.
+_EMAIL_FAST_PATH_SQL = text("""
+WITH target AS (
+  SELECT d.id, d.notification_id, n.batch_count
+  FROM deliveries AS d
+  JOIN notifications AS n ON n.id = d.notification_id
+  LEFT JOIN notification_settings AS s ON s.user_id = d.user_id
+  WHERE d.id = :id AND d.channel = 'email' AND d.status = 'queued' AND d.attempts < :max_attempts
+    AND NOT n.read AND n.parent_id IS NULL AND coalesce(s.email_enabled, true)
+  FOR UPDATE OF d
+), superseded AS (
+  UPDATE deliveries AS p SET status = 'skipped', error = 'superseded by ' || CAST(:id AS text)
+  FROM target
+  WHERE p.notification_id = target.notification_id AND p.channel = 'email' AND p.status = 'pending'
+    AND p.version <= target.batch_count AND p.id <> target.id
+)
+UPDATE deliveries AS d
+SET status = 'sending', message_id = coalesce(d.message_id, :message_id), attempts = d.attempts + 1,
+    claimed_at = :now
+FROM target, notifications AS n, users AS u
+WHERE d.id = target.id AND n.id = target.notification_id AND u.id = d.user_id
+RETURNING d.message_id, d.user_id, n.id::text AS notification_id, n.type, n.title, n.message, n.batch_count,
+          coalesce(n.batch_key, n.id::text) AS batch, n.priority, u.email
+""")
+
+
+def _notification(row) -> dict:
+    return {"id": row["notification_id"], "user_id": row["user_id"], "type": row["type"], "title": row["title"],
+            "message": row["message"], "batch_count": row["batch_count"], "batch": row["batch"],
+            "priority": row["priority"]}
+
+
 def begin(session: Session, channel: str, delivery_id: str, *, now: datetime,
           config: DeliveryConfig) -> Attempt | dict:
     """Step 1 for an email or push delivery; a dict is a final outcome (nothing to send)."""
+    if channel == "email":
+        fast = session.execute(_EMAIL_FAST_PATH_SQL, {
+            "id": delivery_id, "max_attempts": policy.MAX_ATTEMPTS, "now": now,
+            "message_id": rendering.message_id("notification", delivery_id, config.mail_from)}).mappings().first()
+        if fast is not None:
+            return Attempt(channel=channel, row_id=delivery_id, user_id=fast["user_id"],
+                           message_id=fast["message_id"], to=fast["email"], notification=_notification(fast))
     row = session.execute(_BEGIN_SQL, {"id": delivery_id}).mappings().first()
     if row is None:
         return _outcome("gone")  # its notification was deleted (cascade)
@@ -150,10 +193,7 @@ def begin(session: Session, channel: str, delivery_id: str, *, now: datetime,
         return close("failed", f"gave up after {row['attempts']} attempts")
     attempt = Attempt(channel=channel, row_id=delivery_id, user_id=row["user_id"],
                       message_id=row["message_id"] or _new_message_id(channel, row, config),
-                      notification={"id": row["notification_id"], "user_id": row["user_id"], "type": row["type"],
-                                    "title": row["title"], "message": row["message"],
-                                    "batch_count": row["batch_count"], "batch": row["batch"],
-                                    "priority": row["priority"]})
+                      notification=_notification(row))
     if channel == "email":
         if row["email_enabled"] is False:
             return close("skipped", "email turned off")
@@ -253,11 +293,11 @@ SessionFactory = Callable[[], AbstractContextManager[Session]]
 def deliver(channel: str, delivery_id: str, *, sessions: SessionFactory, config: DeliveryConfig,
             clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> dict:
     """Steps 1–3 for one email or push delivery. ``TemporaryFailure`` propagates: the task retries."""
+    config.require(channel)  # before SENDING: a row that never left must not look handed over
     with sessions() as session:
         attempt = begin(session, channel, delivery_id, now=clock(), config=config)
     if isinstance(attempt, dict):
         return attempt
-    config.require(channel)
     try:
         if channel == "email":
             message = rendering.notification_email(

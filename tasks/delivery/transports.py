@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from email.message import EmailMessage
+from email.message import Message
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from pathlib import Path
@@ -27,9 +27,10 @@ from urllib.parse import unquote, urlsplit
 from tasks.delivery.errors import NotConfigured, PermanentFailure, TemporaryFailure
 
 NETWORK_TIMEOUT = 20.0
-# CRLF line ends, and RFC 5322's 998-character line limit: at the default 78 a long
-# List-Unsubscribe URL would be RFC 2047-encoded, which mail clients do not parse.
-WIRE_POLICY = email.policy.SMTP.clone(max_line_length=998)
+# CRLF line ends, and RFC 5322's 998-character line limit: at 78 a long List-Unsubscribe
+# URL would be folded or encoded, which mail clients do not parse. compat32, like the
+# messages rendering.py builds: flattening re-parses nothing.
+WIRE_POLICY = email.policy.compat32.clone(linesep="\r\n", max_line_length=998)
 IDLE_CHECK_AFTER = 30.0  # seconds idle before a reused SMTP connection is NOOP-checked
 
 
@@ -106,7 +107,7 @@ def _classify(code: int, reply: bytes | str) -> Exception:
     return TemporaryFailure(summary) if 400 <= code < 500 else PermanentFailure(summary)
 
 
-def send_email(url: str, message: EmailMessage) -> str:
+def send_email(url: str, message: Message) -> str:
     """Hand one message to the SMTP server; returns its reply to DATA ("250 2.0.0 Ok: queued as …")."""
     target = SmtpTarget.parse(url)
     sender, recipient = message["From"], message["To"]
