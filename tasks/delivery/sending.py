@@ -237,7 +237,9 @@ def finish_email(session: Session, attempt: Attempt, reply: str, *, now: datetim
 
 
 def _finish_push_rows(session: Session, delivery_id: str, now: datetime) -> dict:
-    session.execute(_SENT_SQL, {"id": delivery_id, "now": now, "provider": None})
+    """Every device still subscribed got it on an earlier attempt (the one that said "later" is gone)."""
+    session.execute(text("UPDATE deliveries SET status = 'sent', sent_at = :now, error = NULL WHERE id = :id"),
+                    {"id": delivery_id, "now": now})
     return _outcome("sent", channel="push")
 
 
@@ -250,11 +252,11 @@ def finish_push(session: Session, attempt: Attempt, results: dict[str, transport
     if gone:  # 404/410: the browser unsubscribed; never push to it again
         session.execute(text("DELETE FROM push_subscriptions WHERE id = ANY(CAST(:ids AS uuid[]))"), {"ids": gone})
     if refused:  # 400/403/413: this message will not go to that device; a broken one is dropped
-        session.execute(text(
-            "WITH counted AS (UPDATE push_subscriptions SET failure_count = failure_count + 1 "
-            "WHERE id = ANY(CAST(:ids AS uuid[])) RETURNING id, failure_count) "
-            "DELETE FROM push_subscriptions WHERE id IN (SELECT id FROM counted WHERE failure_count >= :limit)"),
-            {"ids": refused, "limit": MAX_SUBSCRIPTION_FAILURES})
+        # Two statements: a DELETE in the same statement as the UPDATE would not see the new count.
+        session.execute(text("UPDATE push_subscriptions SET failure_count = failure_count + 1 "
+                             "WHERE id = ANY(CAST(:ids AS uuid[]))"), {"ids": refused})
+        session.execute(text("DELETE FROM push_subscriptions WHERE id = ANY(CAST(:ids AS uuid[])) "
+                             "AND failure_count >= :limit"), {"ids": refused, "limit": MAX_SUBSCRIPTION_FAILURES})
     if delivered:
         session.execute(text(
             "UPDATE push_subscriptions SET last_success_at = :now, failure_count = 0 "

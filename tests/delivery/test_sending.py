@@ -167,3 +167,55 @@ def test_a_title_with_line_breaks_cannot_inject_headers(graph, db_session, deliv
     [mail] = delivery_env["mail"].wait_for(1)
     assert mail.message["Subject"] == "Hi Bcc: victim@example.com" and mail.message["Bcc"] is None
     assert len(mail.rcpt_tos) == 1 and len(mail.raw) < 30_000
+
+
+def _one_like_push(graph, db_session, receiver, subscriptions: int = 1):
+    author, liker = graph.users(2)
+    subs = [subscribe(db_session, author, receiver) for _ in range(subscriptions)]
+    post = graph.post(author)
+    record(db_session, "like", graph.like(liker, post, datetime.now(timezone.utc) - timedelta(minutes=5)))
+    [(channel, row_id)] = dispatch(db_session, datetime.now(timezone.utc), email=False)
+    return author, subs, row_id
+
+
+def test_a_device_refusing_for_good_is_counted_and_dropped_after_five(graph, db_session, delivery_env,
+                                                                     same_session):
+    receiver = delivery_env["push"]
+    author, [sub], row_id = _one_like_push(graph, db_session, receiver)
+    db_session.execute(text("UPDATE push_subscriptions SET failure_count = 3 WHERE id = :id"), {"id": sub["id"]})
+    receiver.respond(sub["endpoint"], 403, times=2)
+    config = sending.DeliveryConfig.from_settings()
+    outcome = sending.deliver("push", row_id, sessions=same_session, config=config)
+    assert outcome["status"] == "failed" and "403" in outcome["reason"]
+    assert db_session.execute(text("SELECT failure_count FROM push_subscriptions WHERE id = :id"),
+                              {"id": sub["id"]}).scalar() == 4
+    [(_, second)] = _one_like_push_again(graph, db_session, author)
+    assert sending.deliver("push", second, sessions=same_session, config=config)["status"] == "failed"
+    assert db_session.execute(text("SELECT count(*) FROM push_subscriptions WHERE id = :id"),
+                              {"id": sub["id"]}).scalar() == 0
+
+
+def _one_like_push_again(graph, db_session, author):
+    [liker] = graph.users(1)
+    post = graph.post(author)
+    record(db_session, "like", graph.like(liker, post, datetime.now(timezone.utc) - timedelta(minutes=5)))
+    return dispatch(db_session, datetime.now(timezone.utc), email=False)
+
+
+def test_a_retry_pushes_only_to_the_devices_that_said_later(graph, db_session, delivery_env, same_session):
+    receiver = delivery_env["push"]
+    author, (ok, later), row_id = _one_like_push(graph, db_session, receiver, subscriptions=2)
+    receiver.respond(later["endpoint"], 429, headers={"Retry-After": "1"})
+    config = sending.DeliveryConfig.from_settings()
+    with pytest.raises(sending.TemporaryFailure) as raised:
+        sending.deliver("push", row_id, sessions=same_session, config=config)
+    assert raised.value.retry_after == 1
+    assert [p.endpoint for p in receiver.wait_for(1)] == [ok["endpoint"]]
+    assert sending.deliver("push", row_id, sessions=same_session, config=config)["status"] == "sent"
+    assert sorted(p.endpoint for p in receiver.wait_for(2)) == sorted([ok["endpoint"], later["endpoint"]])
+    # The device that said later unsubscribes before a third attempt: nothing left, the row is sent.
+    db_session.execute(text("UPDATE deliveries SET status = 'queued', delivered_to = CAST(:ids AS uuid[]) "
+                            "WHERE id = :id"), {"ids": [ok["id"]], "id": row_id})
+    db_session.execute(text("DELETE FROM push_subscriptions WHERE id = :id"), {"id": later["id"]})
+    assert sending.deliver("push", row_id, sessions=same_session, config=config)["status"] == "sent"
+    assert len(receiver.pushes) == 2
