@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 import psutil
 import pytest
+import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 FAMILIES = ("delivery", "engagement", "feed", "images", "maintenance", "mentions", "notifications")
@@ -24,9 +25,17 @@ def free_port() -> int:
 
 
 def test_run_once_runs_every_family_and_stops_everything(clean_db, tmp_path):
+    from tests.operations.conftest import redis_url_for
+
+    # A broker of its own (db 14/15): the session's in-process test worker, which consumes every
+    # queue of the shared test broker, must not take the runner's tasks (it lacks the runner's
+    # SMTP sink and push service, for one).
+    broker, backend = redis_url_for(14), redis_url_for(15)
+    for url in (broker, backend):
+        redis.Redis.from_url(url).flushdb()
     env = dict(os.environ, DATA_DIR=str(tmp_path / "data"), MEDIA_ROOT=str(tmp_path / "media"),
                FLOWER_PORT=str(free_port()), EXPORTER_PORT=str(free_port()),
-               FLOWER_BASIC_AUTH="ops:test-secret")
+               FLOWER_BASIC_AUTH="ops:test-secret", BROKER_URL=broker, RESULT_BACKEND=backend)
     proc = subprocess.Popen([sys.executable, "-m", "workers", "run", "--once"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

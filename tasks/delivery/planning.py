@@ -117,11 +117,17 @@ def _columns(rows: list[tuple]) -> dict:
 
 def plan_ripe(session: Session, *, now: datetime, settle_seconds: float, chunk: int,
               transports: Transports) -> PlanResult:
-    """Plan one chunk of settled notifications into pending deliveries. The caller commits."""
+    """Plan one chunk of settled notifications into pending deliveries. The caller commits.
+
+    A process that can send on no channel leaves the marks alone: a worker started
+    without SMTP_URL and VAPID_PRIVATE_KEY must not consume what a configured one would send.
+    """
+    if not transports.channels():
+        return PlanResult()
     ids = session.execute(_TAKE_RIPE_SQL, {
         "settled_before": now - timedelta(seconds=settle_seconds), "chunk": chunk}).scalars().all()
     result = PlanResult(taken=len(ids))
-    if not ids or not transports.channels():
+    if not ids:
         return result
     facts = session.execute(_FACTS_SQL, {"ids": list(ids)}).mappings().all()
     preferences: dict[int, dict[tuple[str, str], bool]] = {}

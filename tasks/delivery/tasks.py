@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import settings
 from db.session import session_scope
 from tasks.delivery import digests, planning, sending
-from tasks.delivery.errors import TemporaryFailure
+from tasks.delivery.errors import NotConfigured, TemporaryFailure
 from workers.reliability.dead_letters import Failure
 from workers.reliability.enqueue import enqueue_on_commit
 from workers.task import UuidStr, job
@@ -72,6 +72,8 @@ def _close_out(table: str):
             uuid.UUID(str(row_id))
         except ValueError:
             return  # arguments the task refused (invalid_arguments): there is no row to close
+        if failure.error_code == NotConfigured.code:
+            return  # this worker's setup, not the row: it stays claimed; reclaim or `dead retry` re-sends it
         if row_id:
             with session_scope() as session:
                 sending.fail(session, table, str(row_id), f"{failure.error_code}: retries exhausted or dead-lettered")

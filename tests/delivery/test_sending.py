@@ -219,3 +219,21 @@ def test_a_retry_pushes_only_to_the_devices_that_said_later(graph, db_session, d
     db_session.execute(text("DELETE FROM push_subscriptions WHERE id = :id"), {"id": later["id"]})
     assert sending.deliver("push", row_id, sessions=same_session, config=config)["status"] == "sent"
     assert len(receiver.pushes) == 2
+
+
+def test_a_worker_without_transports_neither_plans_nor_marks_anything(graph, db_session, delivery_env,
+                                                                      same_session, monkeypatch):
+    from tasks.delivery import planning
+
+    author, _post = _settled(graph, db_session)
+    none = planning.Transports(email=False, push=False)
+    result = planning.plan_ripe(db_session, now=datetime.now(timezone.utc), settle_seconds=120, chunk=10,
+                                transports=none)
+    assert result.taken == 0
+    assert db_session.execute(text("SELECT count(*) FROM delivery_due")).scalar() == 1   # left for a configured one
+    [(channel, row_id)] = dispatch(db_session, datetime.now(timezone.utc), push=False)
+    monkeypatch.delenv("SMTP_URL")
+    with pytest.raises(sending.NotConfigured):
+        sending.deliver(channel, row_id, sessions=same_session, config=sending.DeliveryConfig.from_settings())
+    [row] = deliveries(db_session, author)
+    assert (row["status"], row["attempts"]) == ("queued", 0)   # never marked SENDING: nothing left
