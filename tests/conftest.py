@@ -193,3 +193,55 @@ def worker_processes(celery_app):
     yield start
     for proc in started:
         stop_process(proc)
+
+
+def redis_url_for(db: int) -> str:
+    base = os.environ["BROKER_URL"].rsplit("/", 1)[0]
+    return f"{base}/{db}"
+
+
+class Isolated:
+    """A broker and result backend of their own (Redis db 12/13) with workers spawned on them,
+    so the session's in-process worker (db 10) cannot take these tests' messages."""
+
+    def __init__(self, celery_app):
+        from celery import Celery
+
+        self.broker_url, self.backend_url = redis_url_for(12), redis_url_for(13)
+        self.flush()
+        self.app = Celery("isolated", set_as_current=False)
+        self.app.config_from_object("celeryconfig")
+        self.app.conf.update(broker_url=self.broker_url, result_backend=self.backend_url)
+        self.env = {"BROKER_URL": self.broker_url, "RESULT_BACKEND": self.backend_url}
+        self.procs = []
+
+    def flush(self):
+        import redis
+
+        for url in (self.broker_url, self.backend_url):
+            redis.Redis.from_url(url).flushdb()
+
+    def start_worker(self, name: str, queues: list[str], concurrency: int = 1, extra_env: dict | None = None,
+                     log_path=None, wait: bool = True, **kwargs):
+        proc = spawn_worker(name, queues, concurrency, extra_env={**self.env, **(extra_env or {})},
+                            log_path=log_path, **kwargs)
+        self.procs.append(proc)
+        if wait:
+            wait_for_workers(self.app, [name])
+        return proc
+
+    def stop(self):
+        for proc in self.procs:
+            stop_process(proc)
+        self.procs.clear()
+
+
+@pytest.fixture
+def isolated(celery_app):
+    """A broker of its own with workers spawned on it (``isolated.start_worker``); all stopped and flushed after."""
+    iso = Isolated(celery_app)
+    try:
+        yield iso
+    finally:
+        iso.stop()
+        iso.flush()

@@ -25,7 +25,7 @@ def free_port() -> int:
 
 
 def test_run_once_runs_every_family_and_stops_everything(clean_db, tmp_path):
-    from tests.operations.conftest import redis_url_for
+    from tests.conftest import redis_url_for
 
     # A broker of its own (db 14/15): the session's in-process test worker, which consumes every
     # queue of the shared test broker, must not take the runner's tasks (it lacks the runner's

@@ -20,8 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from tasks.delivery import policy, rendering, transports
-from tasks.delivery.errors import PermanentFailure, TemporaryFailure
-from tasks.delivery.sending import Attempt, DeliveryConfig, SessionFactory, fail, requeue
+from tasks.delivery.sending import Attempt, DeliveryConfig, SessionFactory, hand_over
 
 # pg_timezone_names validates the stored zone: an unknown name reads as UTC (policy.zone does the same).
 _DUE_USERS_CTE = """
@@ -128,19 +127,14 @@ def deliver(digest_id: str, *, sessions: SessionFactory, config: DeliveryConfig,
         attempt = begin(session, digest_id, now=clock(), config=config)
     if isinstance(attempt, dict):
         return attempt
-    message = rendering.digest_email(
-        user_id=attempt.user_id, period=attempt.period, items=attempt.digest_items, total=attempt.digest_total,
-        to=attempt.to, msg_id=attempt.message_id, mail_from=config.mail_from, links=config.links,
-        secret=config.unsubscribe_secret, sent_at=clock())
-    try:
+
+    def send() -> dict:
+        message = rendering.digest_email(
+            user_id=attempt.user_id, period=attempt.period, items=attempt.digest_items,
+            total=attempt.digest_total, to=attempt.to, msg_id=attempt.message_id, mail_from=config.mail_from,
+            links=config.links, secret=config.unsubscribe_secret, sent_at=clock())
         reply = transports.send_email(config.smtp_url, message)
-    except TemporaryFailure as exc:
         with sessions() as session:
-            requeue(session, "digests", digest_id, exc.reply, now=clock())
-        raise
-    except PermanentFailure as exc:
-        with sessions() as session:
-            fail(session, "digests", digest_id, exc.message)
-        return {"status": "failed", "reason": exc.message}
-    with sessions() as session:
-        return finish(session, attempt, reply, now=clock())
+            return finish(session, attempt, reply, now=clock())
+
+    return hand_over("digests", digest_id, send, sessions=sessions, clock=clock)

@@ -292,6 +292,25 @@ def fail(session: Session, table: str, row_id: str, reason: str) -> None:
 SessionFactory = Callable[[], AbstractContextManager[Session]]
 
 
+def hand_over(table: str, row_id: str, step: Callable[[], dict], *, sessions: SessionFactory,
+              clock: Callable[[], datetime]) -> dict:
+    """Steps 2–3 of a row marked SENDING: ``step`` hands it over and records the outcome.
+
+    The provider's "later" puts the row back to QUEUED with the reply and propagates
+    (the task retries); its "never" closes the row FAILED with the reply.
+    """
+    try:
+        return step()
+    except TemporaryFailure as exc:
+        with sessions() as session:
+            requeue(session, table, row_id, exc.reply, now=clock())
+        raise
+    except PermanentFailure as exc:
+        with sessions() as session:
+            fail(session, table, row_id, exc.message)
+        return _outcome("failed", reason=exc.message)
+
+
 def deliver(channel: str, delivery_id: str, *, sessions: SessionFactory, config: DeliveryConfig,
             clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> dict:
     """Steps 1–3 for one email or push delivery. ``TemporaryFailure`` propagates: the task retries."""
@@ -300,15 +319,16 @@ def deliver(channel: str, delivery_id: str, *, sessions: SessionFactory, config:
         attempt = begin(session, channel, delivery_id, now=clock(), config=config)
     if isinstance(attempt, dict):
         return attempt
-    try:
-        if channel == "email":
-            message = rendering.notification_email(
-                notification=attempt.notification, to=attempt.to, msg_id=attempt.message_id,
-                mail_from=config.mail_from, links=config.links, secret=config.unsubscribe_secret,
-                sent_at=clock())
-            reply = transports.send_email(config.smtp_url, message)
-            with sessions() as session:
-                return finish_email(session, attempt, reply, now=clock())
+
+    def send_email() -> dict:
+        message = rendering.notification_email(
+            notification=attempt.notification, to=attempt.to, msg_id=attempt.message_id,
+            mail_from=config.mail_from, links=config.links, secret=config.unsubscribe_secret, sent_at=clock())
+        reply = transports.send_email(config.smtp_url, message)
+        with sessions() as session:
+            return finish_email(session, attempt, reply, now=clock())
+
+    def send_push() -> dict:
         results, retry_after = _push_all(attempt, config)
         with sessions() as session:
             outcome = finish_push(session, attempt, results, now=clock())
@@ -316,14 +336,9 @@ def deliver(channel: str, delivery_id: str, *, sessions: SessionFactory, config:
             raise TemporaryFailure(f"{len(attempt.subscriptions) - len(results)} device(s) said later",
                                    retry_after)
         return outcome
-    except TemporaryFailure as exc:
-        with sessions() as session:
-            requeue(session, "deliveries", delivery_id, exc.reply, now=clock())
-        raise
-    except PermanentFailure as exc:
-        with sessions() as session:
-            fail(session, "deliveries", delivery_id, exc.message)
-        return _outcome("failed", reason=exc.message)
+
+    return hand_over("deliveries", delivery_id, send_email if channel == "email" else send_push,
+                     sessions=sessions, clock=clock)
 
 
 def _push_all(attempt: Attempt, config: DeliveryConfig) -> tuple[dict[str, transports.PushResult], float | None]:

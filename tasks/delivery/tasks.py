@@ -80,33 +80,33 @@ def _close_out(table: str):
     return hook
 
 
+def _send(task, run) -> dict:
+    """A send task's body: the provider's "later" becomes a Celery retry with our backoff."""
+    try:
+        return run()
+    except TemporaryFailure as exc:
+        raise _retry(task, exc) from None
+
+
 @job("delivery.send_email", on_dead_letter=_close_out("deliveries"))
 def send_email(delivery_id: UuidStr) -> dict:
     """One email for one delivery row; a 4xx reply retries with backoff, a 5xx is FAILED."""
-    try:
-        return sending.deliver("email", delivery_id, sessions=session_scope,
-                               config=sending.DeliveryConfig.from_settings())
-    except TemporaryFailure as exc:
-        raise _retry(send_email, exc) from None
+    return _send(send_email, lambda: sending.deliver(
+        "email", delivery_id, sessions=session_scope, config=sending.DeliveryConfig.from_settings()))
 
 
 @job("delivery.send_push", on_dead_letter=_close_out("deliveries"))
 def send_push(delivery_id: UuidStr) -> dict:
     """One Web Push to each of the user's subscriptions; 404/410 delete one, 429/5xx retry."""
-    try:
-        return sending.deliver("push", delivery_id, sessions=session_scope,
-                               config=sending.DeliveryConfig.from_settings())
-    except TemporaryFailure as exc:
-        raise _retry(send_push, exc) from None
+    return _send(send_push, lambda: sending.deliver(
+        "push", delivery_id, sessions=session_scope, config=sending.DeliveryConfig.from_settings()))
 
 
 @job("delivery.send_digest", on_dead_letter=_close_out("digests"))
 def send_digest(digest_id: UuidStr) -> dict:
     """One digest email, built by ``delivery.send_digests``."""
-    try:
-        return digests.deliver(digest_id, sessions=session_scope, config=sending.DeliveryConfig.from_settings())
-    except TemporaryFailure as exc:
-        raise _retry(send_digest, exc) from None
+    return _send(send_digest, lambda: digests.deliver(
+        digest_id, sessions=session_scope, config=sending.DeliveryConfig.from_settings()))
 
 
 @job("delivery.send_digests")

@@ -76,20 +76,6 @@ def _dead_letter(engine, task_id: str) -> dict | None:
 # --- 25 likes, recorded twice, two workers ---------------------------------------------
 
 
-@pytest.fixture
-def isolated(celery_app):
-    """A broker of its own (Redis db 12/13), so the session's in-process worker, if one runs,
-    is not a third consumer and "2 workers" means two."""
-    from tests.operations.conftest import Isolated
-
-    iso = Isolated(celery_app)
-    try:
-        yield iso
-    finally:
-        iso.stop()
-        iso.flush()
-
-
 def _queues_idle(iso) -> bool:
     import redis
 

@@ -122,7 +122,7 @@ def test_postgres_restart_under_load_retries_and_loses_nothing(tmp_path, celery_
 
     from db.migrate import upgrade
     from tests.conftest import stop_process, wait_for_workers
-    from tests.operations.conftest import redis_url_for
+    from tests.conftest import redis_url_for
 
     pg = pgserver.get_server(tmp_path / "pg", cleanup_mode="stop")
     url = pg.get_uri("postgres").replace("postgresql://", "postgresql+psycopg://", 1)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from workers.dev.mail_sink import MailSink
+from workers.dev.private_files import generated_once
 from workers.dev.push_receiver import PushReceiver
 
 
@@ -46,15 +47,6 @@ def current() -> DeliveryPeers | None:
     return _current
 
 
-def _private_file(path: Path, make: callable) -> Path:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(make())
-    return path
-
-
 def _vapid_pem() -> bytes:
     from py_vapid import Vapid02
 
@@ -73,9 +65,10 @@ def start(data_dir: Path) -> DeliveryPeers:
         os.environ["SMTP_URL"] = peers.mail_sink.url
         peers.started.append("SMTP sink")
     if not os.environ.get("VAPID_PRIVATE_KEY"):
-        os.environ["VAPID_PRIVATE_KEY"] = str(_private_file(data_dir / "vapid" / "private.pem", _vapid_pem))
+        (data_dir / "vapid").mkdir(mode=0o700, exist_ok=True)
+        os.environ["VAPID_PRIVATE_KEY"] = str(generated_once(data_dir / "vapid" / "private.pem", _vapid_pem))
     if not os.environ.get("UNSUBSCRIBE_SECRET"):
-        path = _private_file(data_dir / "unsubscribe_secret", lambda: secrets.token_urlsafe(32).encode())
+        path = generated_once(data_dir / "unsubscribe_secret", lambda: secrets.token_urlsafe(32).encode())
         os.environ["UNSUBSCRIBE_SECRET"] = path.read_text().strip()
     peers.push_dir = data_dir / "push"
     peers.push_receiver = PushReceiver(store_dir=peers.push_dir).start()

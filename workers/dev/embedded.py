@@ -42,6 +42,7 @@ import time
 from pathlib import Path
 
 import settings
+from workers.dev.private_files import generated_once
 
 PROJECT_ROOT = settings.PROJECT_ROOT
 APP_DATABASE = "social"
@@ -210,20 +211,7 @@ def _redis_binary() -> Path:
 
 def redis_password() -> str:
     """The embedded Redis's password, generated once into a 0600 file and kept."""
-    path = _redis_dir() / "password"
-    if not path.exists():
-        # Written under a name of its own, then linked into place: a concurrent
-        # starter either wins the link or reads the complete winner, never half a file.
-        draft = path.with_name(f".password.{os.getpid()}")
-        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as file:
-            file.write(secrets.token_urlsafe(32))
-        try:
-            os.link(draft, path)
-        except FileExistsError:
-            pass
-        finally:
-            draft.unlink()
+    path = generated_once(_redis_dir() / "password", lambda: secrets.token_urlsafe(32).encode())
     return path.read_text().strip()
 
 

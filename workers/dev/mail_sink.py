@@ -14,17 +14,15 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
-import itertools
-import os
-import secrets
 import threading
-import time
 from collections import deque
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 
 from aiosmtpd.controller import Controller
+
+from workers.dev.inbox import Inbox
 
 HOST = "127.0.0.1"
 # Bigger than any mail this system sends; a runaway sender gets 552 instead of eating memory.
@@ -69,11 +67,10 @@ class MailSink:
         # sender killed meanwhile handed the message over without learning so (the chaos
         # test's at-most-one-duplicate window). The message is stored before the wait.
         self.reply_delay = reply_delay
-        self.messages: list[ReceivedMail] = []
+        self._inbox: Inbox[ReceivedMail] = Inbox("message(s)", self.maildir, ".eml")
+        self.messages = self._inbox.items
         self._replies: deque[str] = deque()
         self._lock = threading.Lock()
-        self._arrived = threading.Condition(self._lock)
-        self._sequence = itertools.count(1)
         self._controller: _EphemeralPortController | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -81,8 +78,7 @@ class MailSink:
     def start(self) -> MailSink:
         if self._controller is not None:
             raise RuntimeError("the mail sink is already running")
-        if self.maildir is not None:
-            self.maildir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._inbox.open()
         controller = _EphemeralPortController(
             _Handler(self), hostname=HOST, port=0, server_hostname="mail-sink.localhost",
             data_size_limit=DATA_SIZE_LIMIT)
@@ -127,20 +123,12 @@ class MailSink:
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[ReceivedMail]:
         """Block until at least ``count`` messages arrived; return all received so far."""
-        deadline = time.monotonic() + timeout
-        with self._arrived:
-            while len(self.messages) < count:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(f"expected {count} message(s) within {timeout}s, "
-                                       f"{len(self.messages)} arrived")
-                self._arrived.wait(remaining)
-            return list(self.messages)
+        return self._inbox.wait_for(count, timeout)
 
     def clear(self) -> None:
         """Forget the received messages and any programmed replies (files stay on disk)."""
+        self._inbox.clear()
         with self._lock:
-            self.messages.clear()
             self._replies.clear()
 
     # -- server side (runs on the controller's thread) --------------------------------------
@@ -150,29 +138,5 @@ class MailSink:
             if self._replies:
                 return self._replies.popleft()
         message = email.message_from_bytes(raw, policy=email.policy.default)
-        if self.maildir is not None:
-            self._write_eml(raw)
-        with self._arrived:
-            self.messages.append(ReceivedMail(mail_from, rcpt_tos, raw, message))
-            self._arrived.notify_all()
+        self._inbox.add(ReceivedMail(mail_from, rcpt_tos, raw, message), raw)
         return "250 2.0.0 OK: queued"
-
-    def _write_eml(self, raw: bytes) -> None:
-        # Sortable by arrival; the sequence and random parts keep two messages in the same
-        # second (or two sinks sharing a directory) from overwriting each other.
-        name = f"{time.strftime('%Y%m%dT%H%M%S')}-{next(self._sequence):05d}-{secrets.token_hex(3)}.eml"
-        _write_private(self.maildir / name, raw)
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` as 0600, all at once: readers see the whole file or none,
-    because the bytes go to a temporary name in the same directory that is then renamed."""
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise

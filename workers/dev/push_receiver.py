@@ -14,10 +14,8 @@ answers real services send (410 Gone for a dead subscription, 429 with
 from __future__ import annotations
 
 import base64
-import itertools
 import json
 import logging
-import os
 import re
 import secrets
 import threading
@@ -32,6 +30,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from workers.dev.inbox import Inbox
 
 HOST = "127.0.0.1"
 MAX_PAYLOAD = 4096  # RFC 8291: a push message body is at most 4096 octets
@@ -85,13 +85,12 @@ class PushReceiver:
 
     def __init__(self, store_dir: Path | None = None):
         self.store_dir = Path(store_dir) if store_dir is not None else None
-        self.pushes: list[ReceivedPush] = []
+        self._inbox: Inbox[ReceivedPush] = Inbox("push(es)", self.store_dir, ".json")
+        self.pushes = self._inbox.items
         self.rejected: list[str] = []
         self._subscriptions: dict[str, _Subscription] = {}
         self._responses: dict[str, deque[tuple[int, dict]]] = {}
         self._lock = threading.Lock()
-        self._arrived = threading.Condition(self._lock)
-        self._sequence = itertools.count(1)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -100,8 +99,7 @@ class PushReceiver:
     def start(self) -> PushReceiver:
         if self._server is not None:
             raise RuntimeError("the push receiver is already running")
-        if self.store_dir is not None:
-            self.store_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._inbox.open()
         # Port 0: the kernel picks a free port and no other process can take it meanwhile.
         self._server = _Server((HOST, 0), _Handler, receiver=self)
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
@@ -155,20 +153,12 @@ class PushReceiver:
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[ReceivedPush]:
         """Block until at least ``count`` pushes arrived; return all received so far."""
-        deadline = time.monotonic() + timeout
-        with self._arrived:
-            while len(self.pushes) < count:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(f"expected {count} push(es) within {timeout}s, "
-                                       f"{len(self.pushes)} arrived")
-                self._arrived.wait(remaining)
-            return list(self.pushes)
+        return self._inbox.wait_for(count, timeout)
 
     def clear(self) -> None:
         """Forget received and rejected pushes and programmed responses; subscriptions stay."""
+        self._inbox.clear()
         with self._lock:
-            self.pushes.clear()
             self.rejected.clear()
             self._responses.clear()
 
@@ -188,11 +178,7 @@ class PushReceiver:
             with self._lock:
                 self.rejected.append(f"{rejected.status} {endpoint}: {rejected.reason}")
             return rejected.status, {}
-        if self.store_dir is not None:
-            self._store(push)
-        with self._arrived:
-            self.pushes.append(push)
-            self._arrived.notify_all()
+        self._inbox.add(push, self._record(push))
         return 201, {"Location": f"{self.base_url}/message/{secrets.token_urlsafe(16)}"}
 
     def _verify(self, subscription: _Subscription, headers, body: bytes, length: int) -> ReceivedPush:
@@ -219,15 +205,15 @@ class PushReceiver:
                 raise _Rejected(400, f"payload decryption failed: {error!r}") from None
         return ReceivedPush(subscription.endpoint, topic, urgency, int(ttl), payload)
 
-    def _store(self, push: ReceivedPush) -> None:
+    @staticmethod
+    def _record(push: ReceivedPush) -> bytes:
         record = {"endpoint": push.endpoint, "topic": push.topic, "urgency": push.urgency, "ttl": push.ttl,
                   "received_at": time.time()}
         try:
             record["payload"] = push.payload.decode("utf-8")
         except UnicodeDecodeError:
             record["payload_base64"] = base64.b64encode(push.payload).decode("ascii")
-        name = f"{time.strftime('%Y%m%dT%H%M%S')}-{next(self._sequence):05d}-{secrets.token_hex(3)}.json"
-        _write_private(self.store_dir / name, json.dumps(record, indent=2).encode("utf-8"))
+        return json.dumps(record, indent=2).encode("utf-8")
 
 
 def _check_vapid(authorization: str | None, audience: str) -> None:
@@ -312,17 +298,3 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format, *args):
         pass  # quiet: the tests' output is for the tests
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` as 0600, all at once: readers see the whole file or none,
-    because the bytes go to a temporary name in the same directory that is then renamed."""
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
