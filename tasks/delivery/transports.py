@@ -46,7 +46,7 @@ class SmtpTarget:
     def parse(cls, url: str) -> SmtpTarget:
         parts = urlsplit(url)
         if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
-            raise ValueError("SMTP_URL must look like smtp://user:password@host:587 or smtps://host:465")
+            raise NotConfigured("SMTP_URL must look like smtp://user:password@host:587 or smtps://host:465")
         implicit = parts.scheme == "smtps"
         return cls(host=parts.hostname, port=parts.port or (465 if implicit else 587),
                    username=unquote(parts.username) if parts.username else None,
