@@ -41,7 +41,7 @@ enable_utc = True
 timezone = "UTC"
 
 # --- Queues and routing (by task-name prefix; nowhere else).
-QUEUE_NAMES = ("images", "mentions", "notifications", "engagement", "feed", "delivery", "maintenance")
+QUEUE_NAMES = ("images", "mentions", "notifications", "engagement", "feed", "delivery", "upkeep", "maintenance")
 task_queues = tuple(Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUE_NAMES)
 task_default_queue = "maintenance"
 task_create_missing_queues = False
@@ -57,6 +57,8 @@ QUEUE_TIME_LIMITS = {
     "feed": (240, 300),          # one chunk of users
     # One email or push (network timeouts of 20 s each); send_digests builds every due digest at once.
     "delivery": (120, 180),
+    # Nightly retention (its own budget is 1,200 s) and pg_dump; kept below the visibility timeout.
+    "upkeep": (1500, 1800),
     "maintenance": (600, 900),   # dispatchers and sweeps
 }
 

@@ -33,9 +33,9 @@ class MissingServices(SettingsError):
     """A production process started without the URLs of its database and broker."""
 
 
-def _setting(env: str, default: Any, doc: str, *, minimum: float | None = None,
+def _setting(env: str, default: Any, doc: str, *, minimum: float | None = None, maximum: float | None = None,
              choices: tuple[str, ...] | None = None, secret: bool = False) -> Any:
-    return field(default=default, metadata={"env": env, "doc": doc, "minimum": minimum,
+    return field(default=default, metadata={"env": env, "doc": doc, "minimum": minimum, "maximum": maximum,
                                             "choices": choices, "secret": secret})
 
 
@@ -140,6 +140,31 @@ class Settings:
         "DELIVERY_RETRY_SECONDS", 30.0, "First retry delay after an SMTP 4xx or a push 429/5xx without "
         "Retry-After; doubles per retry (with jitter) up to 10 minutes.", minimum=0)
 
+    # --- Upkeep: partitions, retention, purge, backups ----------------------------
+    retention_days: str = _setting(
+        "RETENTION_DAYS", "", "Overrides of the retention periods, `name=days[,name=days…]` with names from the "
+        "retention table (`user_sessions=45,audit_log=120`). Unknown names and negative days are refused.")
+    purge_soft_deleted_days: int = _setting(
+        "PURGE_SOFT_DELETED_DAYS", 30, "Days a soft-deleted post, comment or user is kept before "
+        "`upkeep.purge_soft_deleted` deletes it for good.", minimum=1)
+    upkeep_batch_rows: int = _setting("UPKEEP_BATCH_ROWS", 5000, "Rows deleted per retention or purge "
+                                      "transaction.", minimum=1, maximum=5000)
+    upkeep_lock_timeout_ms: int = _setting("UPKEEP_LOCK_TIMEOUT_MS", 2000, "`lock_timeout` of retention, "
+                                           "purge and partition statements.", minimum=1)
+    backup_root: Path | None = _setting(
+        "BACKUP_ROOT", None, "Folder of the encrypted backups. Default `$DATA_DIR/backups`; a relative path "
+        "is taken from the project root.")
+    backup_key: str | None = _setting(
+        "BACKUP_KEY", None, "age identity (`AGE-SECRET-KEY-1…`) or the path of a file holding it: backups are "
+        "encrypted to its public key and `backup verify` decrypts with it. Unset: `upkeep.backup` fails "
+        "with `backup_not_configured`; the dev runner generates one under `$DATA_DIR/`.", secret=True)
+    backup_keep_daily: int = _setting("BACKUP_KEEP_DAILY", 7, "Days whose newest backup is kept.", minimum=1)
+    backup_keep_weekly: int = _setting("BACKUP_KEEP_WEEKLY", 4, "ISO weeks whose newest backup is kept.",
+                                       minimum=0)
+    pg_bin_dir: Path | None = _setting(
+        "PG_BIN_DIR", None, "Folder of `pg_dump`/`pg_restore`. Default: the bundled PostgreSQL 16 client "
+        "(pgserver), else the `PATH`.")
+
     # --- Operator endpoints and logs -------------------------------------------
     flower_basic_auth: str | None = _setting(
         "FLOWER_BASIC_AUTH", None, "`user:password[,user:password…]` for Flower. Generated when unset "
@@ -191,6 +216,12 @@ class Settings:
         return (self.media_root if self.media_root.is_absolute() else PROJECT_ROOT / self.media_root).resolve()
 
     @property
+    def backup_path(self) -> Path:
+        if self.backup_root is None:
+            return self.data_dir / "backups"
+        return (self.backup_root if self.backup_root.is_absolute() else PROJECT_ROOT / self.backup_root).resolve()
+
+    @property
     def feed_ttl_seconds(self) -> float:
         return self.feed_ttl_hours * 3600
 
@@ -216,6 +247,9 @@ def _parse(spec, raw: str) -> Any:
     minimum = spec.metadata["minimum"]
     if minimum is not None and value < minimum:
         raise SettingsError(f"{env}={raw!r} is below its minimum {minimum:g}")
+    maximum = spec.metadata["maximum"]
+    if maximum is not None and value > maximum:
+        raise SettingsError(f"{env}={raw!r} is above its maximum {maximum:g}")
     choices = spec.metadata["choices"]
     if choices is not None:
         value = value.upper()

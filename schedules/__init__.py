@@ -26,6 +26,15 @@ beat_schedule = {
                               "options": {"expires": 3000}},
     # Nightly at 03:17 UTC, off the hour when other nightly jobs start. The sweep's own
     # singleton claim (counter_runs + advisory lock) covers a second beat or a manual run.
+    # Upkeep, at night (UTC), spread out so no two heavy jobs start together.
+    "upkeep-ensure-partitions": {"task": "upkeep.ensure_partitions", "schedule": crontab(hour=0, minute=7),
+                                 "options": {"expires": 3600}},
+    "upkeep-backup": {"task": "upkeep.backup", "schedule": crontab(hour=1, minute=23), "options": {"expires": 3600}},
+    "upkeep-apply-retention": {"task": "upkeep.apply_retention", "schedule": crontab(hour=2, minute=37),
+                               "options": {"expires": 3600}},
+    "upkeep-purge-soft-deleted": {"task": "upkeep.purge_soft_deleted", "schedule": crontab(hour=2, minute=53),
+                                  "options": {"expires": 3600}},
+    "upkeep-sweep-stuck-media": every(900, "upkeep.sweep_stuck_media"),
     "engagement-sweep-all": {"task": "engagement.sweep_all", "schedule": crontab(hour=3, minute=17),
                              "options": {"expires": 3600}},
 }

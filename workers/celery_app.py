@@ -9,6 +9,7 @@ TASK_MODULES = [
     "tasks.engagement.tasks",
     "tasks.feed.tasks",
     "tasks.delivery.tasks",
+    "tasks.upkeep.tasks",
 ]
 
 app = Celery("social_jobs", include=TASK_MODULES)

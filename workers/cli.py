@@ -21,7 +21,14 @@ def _cmd_migrate(args) -> int:
         print(f"migrated down to {args.down}")
     else:
         upgrade()
-        print("migrated to head")
+        from tasks.upkeep import jobs
+
+        report = jobs.ensure_partitions()
+        print("migrated to head; partitions ensured")
+        for name, done in report["tables"].items():
+            print(f"  {name}: {', '.join(done.get('created', [])) or 'nothing to create'}"
+                  + (f" ERROR {done['error']}" if "error" in done else ""))
+        return 1 if report["failed"] else 0
     return 0
 
 
@@ -42,6 +49,20 @@ def _cmd_reconcile(args) -> int:
     from tasks.engagement.cli import main as reconcile_main
 
     return reconcile_main(full=args.full, dry_run=args.dry_run)
+
+
+def _cmd_upkeep(args) -> int:
+    settings.require_services("upkeep")  # the stuck-upload sweep sends tasks
+    from tasks.upkeep.cli import upkeep_main
+
+    return upkeep_main(dry_run=args.dry_run)
+
+
+def _cmd_backup(args) -> int:
+    settings.require_services("backups", names=("DATABASE_URL",))
+    from tasks.upkeep.cli import backup_main
+
+    return backup_main(args.action)
 
 
 def _cmd_dead(args) -> int:
@@ -143,6 +164,16 @@ def build_parser(extensions: tuple[Callable, ...] = ()) -> argparse.ArgumentPars
     dead_purge.add_argument("--older-than", default="30d", help="e.g. 30d, 12h, 15m (default 30d)")
     dead_purge.add_argument("--status", choices=["dead", "retried"])
     dead.set_defaults(func=_cmd_dead)
+
+    upkeep = sub.add_parser("upkeep", help="partitions, retention, soft-delete purge and stuck uploads, now")
+    upkeep.add_argument("--dry-run", action="store_true", help="print what would be created, archived, dropped "
+                        "or deleted, per table, and change nothing")
+    upkeep.set_defaults(func=_cmd_upkeep)
+
+    backup = sub.add_parser("backup", help="encrypted pg_dump backups in BACKUP_ROOT")
+    backup.add_argument("action", choices=["create", "verify", "list"],
+                        help="create one now (and rotate), verify the newest by a restore, or list them")
+    backup.set_defaults(func=_cmd_backup)
 
     exporter = sub.add_parser("exporter", help="Prometheus exporter: queues, beat dispatches, task durations, dead letters")
     exporter.add_argument("--address", default="127.0.0.1",

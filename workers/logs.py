@@ -42,6 +42,7 @@ LOGGED_FIELDS = frozenset({
     "unsent_task",  # workers/reliability/enqueue.py
     "bad_message", "delivery_tag",  # workers/reliability/consumer.py, redis_transport.py
     "beat_owner", "terminated_pid",  # workers/reliability/singleton_beat.py
+    "upkeep_table",  # tasks/upkeep: the table a retention, purge or partition step failed on
 })
 
 # Celery's task lines pass their fields as one mapping (celery/app/trace.py,

@@ -3,10 +3,17 @@ from sqlalchemy import create_engine, pool
 
 from db.locks import key_sql
 from db.models import Base
+from db.partitions import is_partition
 
 MIGRATION_LOCK = "db.migrations"
 
 target_metadata = Base.metadata
+
+
+def include_object(obj, name, type_, reflected, compare_to) -> bool:
+    """Partitions are made at run time by db/partitions.py, not by migrations: leave them out of autogenerate."""
+    table = obj if type_ == "table" else getattr(obj, "table", None)
+    return not (reflected and table is not None and is_partition(table.name))
 
 
 def _url() -> str:
@@ -19,7 +26,8 @@ def _url() -> str:
 
 
 def run_migrations_offline() -> None:
-    context.configure(url=_url(), target_metadata=target_metadata, literal_binds=True)
+    context.configure(url=_url(), target_metadata=target_metadata, literal_binds=True,
+                      include_object=include_object)
     with context.begin_transaction():
         context.run_migrations()
 
@@ -27,13 +35,13 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     connectable = context.config.attributes.get("connection")
     if connectable is not None:
-        context.configure(connection=connectable, target_metadata=target_metadata)
+        context.configure(connection=connectable, target_metadata=target_metadata, include_object=include_object)
         with context.begin_transaction():
             context.run_migrations()
         return
     engine = create_engine(_url(), poolclass=pool.NullPool)
     with engine.connect() as connection:
-        context.configure(connection=connection, target_metadata=target_metadata)
+        context.configure(connection=connection, target_metadata=target_metadata, include_object=include_object)
         with context.begin_transaction():
             # Two processes migrating at once (make run starts several) would race
             # on DDL; the advisory lock makes the second wait and then find nothing to do.

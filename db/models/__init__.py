@@ -1,16 +1,24 @@
 """All models, imported here so Base.metadata is complete for Alembic and tests."""
 from db.base import Base
+from db.models.accounts import PasswordResetToken, UserSession
 from db.models.delivery import (
     Delivery, DeliveryDue, Digest, NotificationPreference, NotificationSettings, PushSubscription,
 )
+from db.models.events import AuditLog, UserEngagement, UserEngagementArchive
 from db.models.engagement import CounterDirty, CounterDrift, CounterRun, CounterRunChunk
 from db.models.feed import FeedItem
 from db.models.media import MediaFile, ProcessingStatus
 from db.models.notifications import Notification, NotificationRateLimit
-from db.models.operations import DeadLetter, JobHeartbeat
+from db.models.operations import DeadLetter, JobHeartbeat, UpkeepRun
 from db.models.social import Comment, EmojiReaction, Follow, Like, Post, Share, User
 
 __all__ = [
+    "AuditLog",
+    "PasswordResetToken",
+    "UpkeepRun",
+    "UserEngagement",
+    "UserEngagementArchive",
+    "UserSession",
     "Delivery",
     "DeliveryDue",
     "Digest",

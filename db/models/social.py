@@ -39,6 +39,17 @@ def _counters_covering_index(table: str, *columns: str) -> Index:
     return Index(f"idx_{table}_counters", "id", postgresql_include=list(columns))
 
 
+def soft_delete_column() -> Mapped[datetime | None]:
+    """Seed 003's soft delete: the web tier sets it, hides the row, and
+    ``upkeep.purge_soft_deleted`` deletes it for good after PURGE_SOFT_DELETED_DAYS."""
+    return mapped_column(DateTime(timezone=True))
+
+
+def soft_deleted_index(table: str) -> Index:
+    """Partial: the purge finds the few soft-deleted rows without reading the rest."""
+    return Index(f"idx_{table}_deleted_at", "deleted_at", postgresql_where=text("deleted_at IS NOT NULL"))
+
+
 class User(Base):
     __tablename__ = "users"
 
@@ -60,6 +71,7 @@ class User(Base):
     followers_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0", default=0)
     following_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0", default=0)
     posts_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0", default=0)
+    deleted_at: Mapped[datetime | None] = soft_delete_column()
 
     posts: Mapped[list[Post]] = relationship(back_populates="author", passive_deletes=True)
 
@@ -77,6 +89,7 @@ class User(Base):
             "AND jsonb_array_length(websites) <= 5)", name="websites_max_5"),
         *_nonnegative("followers_count", "following_count", "posts_count"),
         _counters_covering_index("users", "followers_count", "following_count", "posts_count"),
+        soft_deleted_index("users"),
     )
 
 
@@ -100,6 +113,7 @@ class Post(Base):
     # Trending score kept by feed.update_trending (tasks/feed/algorithm.py): 0 outside the trending window.
     engagement_score: Mapped[float] = mapped_column(Double, nullable=False, server_default="0", default=0.0)
     comments_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0", default=0)
+    deleted_at: Mapped[datetime | None] = soft_delete_column()
 
     author: Mapped[User] = relationship(back_populates="posts")
 
@@ -113,6 +127,7 @@ class Post(Base):
               postgresql_where=text("engagement_score > 0")),
         *_nonnegative("hearts_count", "reactions_count", "shares_count", "comments_count"),
         _counters_covering_index("posts", "hearts_count", "reactions_count", "shares_count", "comments_count"),
+        soft_deleted_index("posts"),
     )
 
 
@@ -174,8 +189,10 @@ class Comment(Base):
     created_at: Mapped[datetime] = created_at_column()
     updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), onupdate=text("now()"))
     replies_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0", default=0)
+    deleted_at: Mapped[datetime | None] = soft_delete_column()
 
-    __table_args__ = (*_nonnegative("replies_count"), _counters_covering_index("comments", "replies_count"))
+    __table_args__ = (*_nonnegative("replies_count"), _counters_covering_index("comments", "replies_count"),
+                      soft_deleted_index("comments"))
 
 
 class Follow(Base):

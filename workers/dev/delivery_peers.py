@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from workers.dev.mail_sink import MailSink
-from workers.dev.private_files import generated_once
+from workers.private_files import generated_once
 from workers.dev.push_receiver import PushReceiver
 
 

@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 
 import settings
-from workers.dev.private_files import generated_once
+from workers.private_files import generated_once
 
 PROJECT_ROOT = settings.PROJECT_ROOT
 APP_DATABASE = "social"

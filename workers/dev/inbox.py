@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from workers.dev.private_files import write_private
+from workers.private_files import write_private
 
 T = TypeVar("T")
 

@@ -19,7 +19,7 @@ from workers.dev.embedded import data_dir
 # burst of uploads cannot starve notifications; feed scoring runs long chunks.
 WORKER_GROUPS = {
     "images": ["images"],
-    "core": ["mentions", "notifications", "engagement", "maintenance"],
+    "core": ["mentions", "notifications", "engagement", "upkeep", "maintenance"],
     "feed": ["feed"],
     # Email and push wait on remote servers; their own pool keeps a slow SMTP server
     # from holding up notifications.
@@ -51,6 +51,11 @@ def _wait_for_workers(app, expected: int, timeout: float = 60.0) -> list[str]:
     raise RuntimeError(f"only {len(names)} of {expected} workers answered within {timeout:.0f}s: {names}")
 
 
+def partition_summary(report: dict) -> str:
+    created = [name for table in report["tables"].values() for name in table.get("created", [])]
+    return f"{len(created)} created" if created else "all present"
+
+
 def _raise_keyboard_interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -76,7 +81,16 @@ def run(once: bool = False, demo: bool = True) -> int:
 
     check_visibility_timeout(app.conf)
     upgrade()
-    print("  migrations applied")
+    from tasks.upkeep import jobs
+
+    made = jobs.ensure_partitions()
+    print(f"  migrations applied; partitions: {partition_summary(made)}")
+    if not os.environ.get("BACKUP_KEY"):
+        from tasks.upkeep.backup import new_identity_text
+        from workers.private_files import generated_once
+
+        # A file path, never the key: BACKUP_KEY is inherited by every child process.
+        os.environ["BACKUP_KEY"] = str(generated_once(data_dir() / "backup.key", new_identity_text))
     from workers.dev import delivery_peers
 
     peers = delivery_peers.start(data_dir())

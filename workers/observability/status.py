@@ -64,6 +64,7 @@ def collect(timeout: float = 2.0, canary_timeout: float = 10.0) -> dict:
         beats = heartbeats(session)
         report["dead_letters"] = summary(session)
         report["delivery"] = _delivery(session, now, report["problems"])
+    report["upkeep"] = _upkeep(now, report["problems"])
     entries = set(app.conf.beat_schedule or {})
     report["beat"] = {name: round((now - at).total_seconds()) for name, at in beats.items()
                       if name == "maintenance.beat_heartbeat"
@@ -91,6 +92,14 @@ def _delivery(session, now: datetime, problems: list[str]) -> dict:
     return state
 
 
+def _upkeep(now: datetime, problems: list[str]) -> dict:
+    from tasks.upkeep.jobs import health
+
+    state, found = health(now)
+    problems.extend(found)
+    return state
+
+
 def main(as_json: bool = False) -> int:
     report = collect()
     if as_json:
@@ -112,6 +121,10 @@ def main(as_json: bool = False) -> int:
         d = report["delivery"]
         print(f"delivery: email {d['email']}; push {d['push']}; {d['due']} due (oldest {d['overdue_seconds']} s "
               f"overdue), {d['in_flight']} in flight, {d['failed_last_hour']} failed in the last hour")
+    if "upkeep" in report:
+        runs = [f"{job} never" if last is None else f"{job} {last['status']} {last['age_s']} s ago"
+                for job, last in report["upkeep"].items()]
+        print(f"upkeep (last run): {', '.join(runs)}")
     for name, age in report.get("beat", {}).items():
         print(f"last success {name}: {age} s ago")
     for problem in report["problems"]:
