@@ -58,7 +58,7 @@ QUEUE_TIME_LIMITS = {
     # One email or push (network timeouts of 20 s each); send_digests builds every due digest at once.
     "delivery": (120, 180),
     # Nightly retention (its own budget is 1,200 s) and pg_dump; kept below the visibility timeout.
-    "upkeep": (1500, 1800),
+    "upkeep": (1500, 1700),
     "maintenance": (600, 900),   # dispatchers and sweeps
 }
 

@@ -103,6 +103,12 @@ def is_partition(name: str) -> bool:
     return match["table"] in parents
 
 
+def include_object(obj, name, type_, reflected, compare_to) -> bool:
+    """Alembic's filter: partitions are made at run time, not by migrations, so autogenerate leaves them out."""
+    table = obj if type_ == "table" else getattr(obj, "table", None)
+    return not (reflected and table is not None and is_partition(table.name))
+
+
 def month_start(moment: datetime) -> datetime:
     moment = moment.astimezone(timezone.utc)
     return datetime(moment.year, moment.month, 1, tzinfo=timezone.utc)

@@ -103,3 +103,13 @@ def test_every_relative_link_in_the_readme_exists():
 ])
 def test_relative_links_parser(markdown, expected):
     assert relative_links(markdown) == expected
+
+
+def test_operations_guide_carries_the_generated_retention_table():
+    from tasks.upkeep.retention import retention_table
+
+    text = OPERATIONS_DOC.read_text(encoding="utf-8")
+    start, end = "<!-- retention-table:start -->", "<!-- retention-table:end -->"
+    assert text.count(start) == 1 and text.count(end) == 1, "docs/operations.md needs one pair of retention markers"
+    assert text[text.index(start) + len(start):text.index(end)].strip("\n") == retention_table(), (
+        "docs/operations.md's retention table differs from tasks.upkeep.retention.retention_table(); regenerate it")

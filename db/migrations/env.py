@@ -3,17 +3,11 @@ from sqlalchemy import create_engine, pool
 
 from db.locks import key_sql
 from db.models import Base
-from db.partitions import is_partition
+from db.partitions import include_object
 
 MIGRATION_LOCK = "db.migrations"
 
 target_metadata = Base.metadata
-
-
-def include_object(obj, name, type_, reflected, compare_to) -> bool:
-    """Partitions are made at run time by db/partitions.py, not by migrations: leave them out of autogenerate."""
-    table = obj if type_ == "table" else getattr(obj, "table", None)
-    return not (reflected and table is not None and is_partition(table.name))
 
 
 def _url() -> str:

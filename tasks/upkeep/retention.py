@@ -58,17 +58,17 @@ RETENTION_POLICIES: tuple[RowPolicy, ...] = (
     # Drift rows go with their run (ON DELETE CASCADE), and on their own when older.
     RowPolicy("counter_drift", timedelta(days=90), "detected_at < :cutoff", "detected more than {keep} ago"),
     RowPolicy("counter_runs", timedelta(days=90), "started_at < :cutoff AND status <> 'running'",
-              "finished, started more than {keep} ago"),
+              "finished and started more than {keep} ago"),
     RowPolicy("job_heartbeats", timedelta(days=30), "last_success_at < :cutoff",
-              "stale: no success for {keep} (a job or canary name no longer used)"),
+              "with no success for {keep} (a job or canary name no longer used)"),
     # notifications.prune_rate_limits clears these hourly; this is the nightly backstop.
     RowPolicy("notification_rate_limits", RATE_LIMIT_RETENTION, "window_start < :cutoff",
-              "stale: the window started more than {keep} ago"),
+              "whose window started more than {keep} ago"),
     RowPolicy("deliveries", timedelta(days=90),
               "created_at < :cutoff AND status IN ('sent', 'skipped', 'folded', 'failed')",
-              "finished, created more than {keep} ago"),
+              "finished and created more than {keep} ago"),
     RowPolicy("digests", timedelta(days=90), "created_at < :cutoff AND status IN ('sent', 'skipped', 'failed')",
-              "finished, created more than {keep} ago"),
+              "finished and created more than {keep} ago"),
     RowPolicy("upkeep_runs", timedelta(days=90), "finished_at < :cutoff", "finished more than {keep} ago"),
 )
 
@@ -112,14 +112,14 @@ def _words(period: timedelta) -> str:
 
 def retention_table() -> str:
     """The docs' retention table (docs/operations.md), from the two specs."""
-    rows = ["| name | kept | then | how |", "|---|---|---|---|"]
+    rows = ["| table | kept | what goes, and when | how |", "|---|---|---|---|"]
     for spec in PARTITIONED_TABLES:
         then = f"archived to `{spec.archive_table}`" if spec.disposal == "archive" else "dropped"
-        rows.append(f"| `{spec.table}` | {_words(spec.retention)} | month partitions wholly older are {then} "
-                    f"| detach (O(1)); {spec.premake} months made ahead |")
+        rows.append(f"| `{spec.table}` | {_words(spec.retention)} | each month partition, {then} once all of it is "
+                    f"older | detach, O(1); {spec.premake} months made ahead |")
     for policy in RETENTION_POLICIES:
         rows.append(f"| `{policy.name}` | {_words(policy.keep)} | rows {policy.rule.format(keep=_words(policy.keep))}"
-                    " are deleted | batches, `SKIP LOCKED` |")
+                    " | batches, `SKIP LOCKED` |")
     return "\n".join(rows)
 
 
