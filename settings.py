@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -34,9 +35,23 @@ class MissingServices(SettingsError):
 
 
 def _setting(env: str, default: Any, doc: str, *, minimum: float | None = None, maximum: float | None = None,
-             choices: tuple[str, ...] | None = None, secret: bool = False) -> Any:
+             choices: tuple[str, ...] | None = None, secret: bool = False,
+             check: Callable[[str, str], object] | None = None) -> Any:
     return field(default=default, metadata={"env": env, "doc": doc, "minimum": minimum, "maximum": maximum,
-                                            "choices": choices, "secret": secret})
+                                            "choices": choices, "secret": secret, "check": check})
+
+
+def name_days_pairs(env: str, value: str) -> dict[str, int]:
+    """``name=days[,name=days…]`` with whole days of at least 1 (the names are checked where they are defined)."""
+    pairs = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        name, sep, days = (piece.strip() for piece in item.partition("="))
+        if not (sep and name and days.lstrip("-").isdigit()):
+            raise SettingsError(f"{env}: {item!r} is not name=days (a whole number of days)")
+        if int(days) < 1:
+            raise SettingsError(f"{env}: {name}={days} must be at least 1 day")
+        pairs[name] = int(days)
+    return pairs
 
 
 @dataclass(frozen=True)
@@ -143,7 +158,8 @@ class Settings:
     # --- Upkeep: partitions, retention, purge, backups ----------------------------
     retention_days: str = _setting(
         "RETENTION_DAYS", "", "Overrides of the retention periods, `name=days[,name=days…]` with names from the "
-        "retention table (`user_sessions=45,audit_log=120`). Unknown names and negative days are refused.")
+        "retention table (`user_sessions=45,audit_log=120`). Unknown names and negative days are refused.",
+        check=name_days_pairs)
     purge_soft_deleted_days: int = _setting(
         "PURGE_SOFT_DELETED_DAYS", 30, "Days a soft-deleted post, comment or user is kept before "
         "`upkeep.purge_soft_deleted` deletes it for good.", minimum=1)
@@ -247,6 +263,9 @@ def _parse(spec, raw: str) -> Any:
     minimum = spec.metadata["minimum"]
     if minimum is not None and value < minimum:
         raise SettingsError(f"{env}={raw!r} is below its minimum {minimum:g}")
+    check = spec.metadata["check"]
+    if check is not None:
+        check(env, value)
     maximum = spec.metadata["maximum"]
     if maximum is not None and value > maximum:
         raise SettingsError(f"{env}={raw!r} is above its maximum {maximum:g}")

@@ -50,8 +50,13 @@ def ensure_partitions(*, dry_run: bool = False) -> dict:
 
 def apply_retention(*, dry_run: bool = False, progress: retention.Progress | None = None) -> dict:
     started = _now()
-    return _record("apply_retention", started, retention.apply(started, dry_run=dry_run, progress=progress),
-                   dry_run=dry_run)
+    try:
+        report = retention.apply(started, dry_run=dry_run, progress=progress)
+    except settings.SettingsError as exc:  # RETENTION_DAYS names a table that has no policy
+        error = JobError(str(exc), code="bad_setting")
+        _record("apply_retention", started, {"error": error.as_dict()}, dry_run=dry_run, failed=True)
+        raise error from None
+    return _record("apply_retention", started, report, dry_run=dry_run)
 
 
 def purge_soft_deleted(*, dry_run: bool = False) -> dict:

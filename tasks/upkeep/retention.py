@@ -78,20 +78,12 @@ NAMES = tuple(s.table for s in PARTITIONED_TABLES) + tuple(p.name for p in RETEN
 def overrides(raw: str | None = None) -> dict[str, timedelta]:
     """RETENTION_DAYS parsed: ``name=days`` pairs. Raises SettingsError naming what is wrong."""
     raw = settings.current().retention_days if raw is None else raw
-    found: dict[str, timedelta] = {}
-    for item in filter(None, (part.strip() for part in raw.split(","))):
-        name, sep, days = (piece.strip() for piece in item.partition("="))
-        if not sep or name not in NAMES:
-            raise settings.SettingsError(
-                f"RETENTION_DAYS: {item!r} is not name=days with a name of {', '.join(NAMES)}")
-        try:
-            value = int(days)
-        except ValueError:
-            raise settings.SettingsError(f"RETENTION_DAYS: {name}={days!r} is not a whole number of days") from None
-        if value < 1:
-            raise settings.SettingsError(f"RETENTION_DAYS: {name}={value} must be at least 1 day")
-        found[name] = timedelta(days=value)
-    return found
+    pairs = settings.name_days_pairs("RETENTION_DAYS", raw)
+    unknown = sorted(set(pairs) - set(NAMES))
+    if unknown:
+        raise settings.SettingsError(f"RETENTION_DAYS: no retention policy is named {', '.join(unknown)}; "
+                                     f"the names are {', '.join(NAMES)}")
+    return {name: timedelta(days=days) for name, days in pairs.items()}
 
 
 def keep_for(name: str, found: dict[str, timedelta] | None = None) -> timedelta:
