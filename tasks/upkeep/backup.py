@@ -111,7 +111,10 @@ def _libpq(url: str) -> tuple[list[str], dict[str, str]]:
         args += ["--port", str(parsed.port)]
     if parsed.username:
         args += ["--username", parsed.username]
-    env = {**os.environ, "PGAPPNAME": "social-jobs-backup"}
+    # The children get no secrets of ours: the key stays in this process.
+    env = {k: v for k, v in os.environ.items() if k not in ("BACKUP_KEY", "DATABASE_URL", "UNSUBSCRIBE_SECRET",
+                                                            "VAPID_PRIVATE_KEY", "SMTP_URL")}
+    env["PGAPPNAME"] = "social-jobs-backup"
     if parsed.password:
         env["PGPASSWORD"] = parsed.password
     return args, env
@@ -163,7 +166,12 @@ def create(now: datetime | None = None) -> dict:
             fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "wb") as out:
                 pump, errors = _pump(pyrage.encrypt_io, process.stdout, out, [recipient])
-                counts = _counts(connection)  # in the dump's snapshot, while pg_dump runs
+                try:
+                    counts = _counts(connection)  # in the dump's snapshot, while pg_dump runs
+                except BaseException:
+                    process.kill()
+                    process.wait()
+                    raise
                 pump.join()
                 stderr = process.stderr.read().decode(errors="replace")
                 code = process.wait()
@@ -237,7 +245,11 @@ def verify(backup: Path | None = None) -> dict:
         if not found:
             raise BackupUnverified(f"no backup to verify in {root()}")
         backup = found[-1][1]
-    manifest = json.loads(_manifest_path(backup).read_text())
+    try:
+        manifest = json.loads(_manifest_path(backup).read_text())
+        manifest["tables"].items()
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise BackupUnverified(f"{backup.name} has no readable manifest ({type(exc).__name__})") from None
     key = identity()
     pg_restore = pg_tool("pg_restore")
     url = make_url(_database_url())

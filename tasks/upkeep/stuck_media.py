@@ -41,10 +41,10 @@ def sweep(session: Session, now: datetime, *, dry_run: bool = False) -> dict:
     """One bounded pass; the caller commits (the re-sends go out after the commit)."""
     rows = session.execute(STUCK_SQL, {"processing_cutoff": processing_cutoff(now),
                                        "pending_cutoff": now - PENDING_FOR, "limit": SWEEP_LIMIT}).all()
-    report = {"requeued": 0, "failed": 0}
+    report = {"requeued": 0, "worker_lost": 0}
     for row in rows:
         if row.swept or not row.original_name:
-            report["failed"] += 1
+            report["worker_lost"] += 1
             if not dry_run:
                 service.fail(session, str(row.id), ImageRejected(
                     WORKER_LOST, "stuck after being sent again once: its worker was lost"))
