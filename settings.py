@@ -46,7 +46,7 @@ def name_days_pairs(env: str, value: str) -> dict[str, int]:
     pairs = {}
     for item in filter(None, (part.strip() for part in value.split(","))):
         name, sep, days = (piece.strip() for piece in item.partition("="))
-        if not (sep and name and days.lstrip("-").isdigit()):
+        if not (sep and name and days.removeprefix("-").isdecimal()):
             raise SettingsError(f"{env}: {item!r} is not name=days (a whole number of days)")
         if int(days) < 1:
             raise SettingsError(f"{env}: {name}={days} must be at least 1 day")

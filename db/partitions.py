@@ -252,7 +252,12 @@ def retire(session: Session, spec: PartitionSpec, partition: Partition, *, lock_
 
 
 def health(session: Session, now: datetime) -> list[str]:
-    """Problems for ``status``: rows in a default partition, or fewer than MIN_AHEAD partitions ahead."""
+    """Problems for ``status``: rows in a default partition, or fewer than MIN_AHEAD partitions ahead.
+
+    Reading partition bounds locks each partition briefly; behind a long DDL lock
+    this gives up after 2 s (the caller reports that) instead of hanging the probe.
+    """
+    session.execute(text("SET LOCAL lock_timeout = '2s'"))
     problems = []
     for spec in PARTITIONED_TABLES:
         if not _has_default(session, spec):

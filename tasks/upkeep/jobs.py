@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta, timezone
 
+from sqlalchemy.exc import OperationalError
+
 import settings
 from db import partitions
 from db.session import session_scope
@@ -104,8 +106,12 @@ def verify_backup() -> dict:
 def health(now: datetime | None = None) -> tuple[dict, list[str]]:
     """For ``status``: the last run of each job, and the problems (partitions, a failed backup)."""
     now = now or _now()
+    try:
+        with session_scope() as session:
+            problems = partitions.health(session, now)
+    except OperationalError as exc:  # a lock_timeout behind DDL: say so rather than hang or crash the probe
+        problems = [f"partitions could not be read ({type(exc.orig).__name__})"]
     with session_scope() as session:
-        problems = partitions.health(session, now)
         state = {}
         for job in ("ensure_partitions", "apply_retention", "purge_soft_deleted", "sweep_stuck_media",
                     "backup", "backup_verify"):

@@ -121,16 +121,18 @@ Progress = Callable[[str, int], None]
 def retire_partitions(spec: partitions.PartitionSpec, now: datetime, keep: timedelta, *,
                       dry_run: bool = False) -> dict:
     """Retire every partition of ``spec`` wholly past ``keep``, each in transactions of its own."""
+    lock_timeout = settings.current().upkeep_lock_timeout_ms
     with session_scope() as session:
+        session.execute(text(f"SET LOCAL lock_timeout = '{lock_timeout}ms'"))  # listing locks each partition
         found = partitions.past_retention(session, spec, now, keep)
     done: dict = {"archived" if spec.disposal == "archive" else "dropped": [p.name for p in found]}
     if dry_run or not found:
         return done
-    lock_timeout = settings.current().upkeep_lock_timeout_ms
     parent_lock_ms = 0.0
     for partition in found:
         if spec.disposal == "archive":
             with session_scope() as session:
+                session.execute(text(f"SET LOCAL lock_timeout = '{lock_timeout}ms'"))
                 partitions.prepare_retire(session, spec, partition)
         started = monotonic()
         with session_scope() as session:
