@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 from db.locks import xact_lock
 
 DISPOSALS = ("drop", "archive")
+INTERVALS = ("month",)  # the only one any table needs so far; names and bounds below assume it
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 _BOUNDS = re.compile(r"FROM \('([^']+)'\) TO \('([^']+)'\)")
 PARTITION_NAME = re.compile(r"^(?P<table>[a-z_][a-z0-9_]*)_(?:p(?P<year>\d{4})_(?P<month>\d{2})|default)$")
@@ -38,7 +39,7 @@ PARTITION_NAME = re.compile(r"^(?P<table>[a-z_][a-z0-9_]*)_(?:p(?P<year>\d{4})_(
 
 @dataclass(frozen=True)
 class PartitionSpec:
-    """A table partitioned by month on ``column``.
+    """A table partitioned by ``interval`` (a month) on ``column``.
 
     ``retention``: how long rows stay; a partition whose upper bound is older
     than that is retired. ``disposal``: ``drop`` it, or ``archive`` it into
@@ -47,6 +48,7 @@ class PartitionSpec:
 
     table: str
     retention: timedelta
+    interval: str = "month"
     disposal: str = "drop"
     archive_table: str | None = None
     premake: int = 4
@@ -56,6 +58,8 @@ class PartitionSpec:
         for name in (self.table, self.column, self.archive_table or "x"):
             if not _IDENTIFIER.match(name):
                 raise ValueError(f"not a plain identifier: {name!r}")
+        if self.interval not in INTERVALS:
+            raise ValueError(f"interval must be one of {INTERVALS}, got {self.interval!r}")
         if self.disposal not in DISPOSALS:
             raise ValueError(f"disposal must be one of {DISPOSALS}, got {self.disposal!r}")
         if (self.disposal == "archive") != (self.archive_table is not None):
