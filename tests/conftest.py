@@ -44,8 +44,13 @@ def pytest_configure(config):
     os.environ["DATABASE_URL"] = test_url
 
     from db.migrate import upgrade
+    from db.session import reset_engine
+    from tasks.upkeep.jobs import ensure_partitions
 
+    # What `python -m workers migrate` does: the migrations, then this month's partitions and 4 ahead.
     upgrade(test_url)
+    ensure_partitions()
+    reset_engine()
 
 
 def pytest_unconfigure(config):

@@ -105,10 +105,13 @@ def _libpq(url: str) -> tuple[list[str], dict[str, str]]:
     """Connection arguments without the password (it goes in the environment, not the process list)."""
     parsed = make_url(url)
     args = ["--dbname", parsed.database or "postgres"]
-    if parsed.host:
-        args += ["--host", parsed.host]
-    if parsed.port:
-        args += ["--port", str(parsed.port)]
+    # A Unix socket (the embedded server's URL) comes as ?host=/path instead of a host name.
+    host = parsed.host or parsed.query.get("host")
+    port = parsed.port or parsed.query.get("port")
+    if host:
+        args += ["--host", str(host)]
+    if port:
+        args += ["--port", str(port)]
     if parsed.username:
         args += ["--username", parsed.username]
     # The children get no secrets of ours: the key stays in this process.
