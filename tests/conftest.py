@@ -12,6 +12,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -106,6 +108,22 @@ APP_TABLES_SQL = """
 SELECT string_agg(format('%I.%I', schemaname, tablename), ', ')
 FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'
 """
+
+
+@contextmanager
+def scratch_database(database_url: str, prefix: str) -> Iterator[str]:
+    """A new, empty database on the test server, dropped (with its connections) afterwards; yields its URL."""
+    url = make_url(database_url)
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def truncate_all(engine) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import CheckConstraint, DateTime, ForeignKey, Index, Integer, Numeric, String, Uuid, func, text
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 from sqlalchemy.sql.elements import conv
 
 from db.base import Base
@@ -51,39 +51,49 @@ def _engagement_indexes(table: str) -> tuple:
     )
 
 
-class UserEngagement(Base):
+class _EngagementEvent:
+    """The columns both engagement tables share: the archive must have exactly the
+    live table's columns for a detached partition to attach to it. Only the live
+    table declares the foreign keys (``_references``)."""
+
+    _references = False
+
+    id: Mapped[str] = _event_id()
+    created_at: Mapped[datetime] = _partition_key()
+
+    @declared_attr
+    def user_id(cls) -> Mapped[int]:
+        keys = [ForeignKey("users.id", ondelete="CASCADE")] if cls._references else []
+        return mapped_column(Integer, *keys, nullable=False)
+
+    @declared_attr
+    def post_id(cls) -> Mapped[str]:
+        keys = [ForeignKey("posts.id", ondelete="CASCADE")] if cls._references else []
+        return mapped_column(Uuid(as_uuid=False), *keys, nullable=False)
+
+    # After the declared ids, as in the migration (declared attributes are placed last otherwise).
+    engagement_type: Mapped[str] = mapped_column(String(10), nullable=False, sort_order=1)
+    value: Mapped[Decimal] = mapped_column(Numeric(5, 2), nullable=False, server_default=text("1.0"), sort_order=1)
+    meta: Mapped[Any | None] = mapped_column("metadata", JSONB, sort_order=1)
+
+
+class UserEngagement(_EngagementEvent, Base):
     """One engagement event (seed 003). Rows older than a year move to the archive
     a month-partition at a time."""
 
     __tablename__ = "user_engagement"
-
-    id: Mapped[str] = _event_id()
-    created_at: Mapped[datetime] = _partition_key()
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
-    post_id: Mapped[str] = mapped_column(Uuid(as_uuid=False), ForeignKey("posts.id", ondelete="CASCADE"),
-                                         nullable=False)
-    engagement_type: Mapped[str] = mapped_column(String(10), nullable=False)
-    value: Mapped[Decimal] = mapped_column(Numeric(5, 2), nullable=False, server_default=text("1.0"))
-    meta: Mapped[Any | None] = mapped_column("metadata", JSONB)
+    _references = True
 
     __table_args__ = (*_engagement_indexes("user_engagement"),
                       {"postgresql_partition_by": "RANGE (created_at)"})
 
 
-class UserEngagementArchive(Base):
+class UserEngagementArchive(_EngagementEvent, Base):
     """Engagement older than a year. Partitions arrive here whole, detached from
     ``user_engagement``; they keep the foreign keys they had there, so deleting a
     user or a post still removes their archived rows."""
 
     __tablename__ = "user_engagement_archive"
-
-    id: Mapped[str] = _event_id()
-    created_at: Mapped[datetime] = _partition_key()
-    user_id: Mapped[int] = mapped_column(Integer, nullable=False)
-    post_id: Mapped[str] = mapped_column(Uuid(as_uuid=False), nullable=False)
-    engagement_type: Mapped[str] = mapped_column(String(10), nullable=False)
-    value: Mapped[Decimal] = mapped_column(Numeric(5, 2), nullable=False, server_default=text("1.0"))
-    meta: Mapped[Any | None] = mapped_column("metadata", JSONB)
 
     __table_args__ = (*_engagement_indexes("user_engagement_archive"),
                       {"postgresql_partition_by": "RANGE (created_at)"})

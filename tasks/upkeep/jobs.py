@@ -6,7 +6,6 @@ stuck_media.py and backup.py.
 """
 from __future__ import annotations
 
-import logging
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy.exc import OperationalError
@@ -17,7 +16,6 @@ from db.session import session_scope
 from tasks.upkeep import backup, purge, retention, runs, stuck_media
 from workers.errors import JobError
 
-log = logging.getLogger("tasks.upkeep.jobs")
 
 VERIFY_EVERY = timedelta(days=7)
 
@@ -33,20 +31,17 @@ def _record(job: str, started: datetime, details: dict, *, dry_run: bool = False
 
 def ensure_partitions(*, dry_run: bool = False) -> dict:
     started = _now()
-    details: dict = {"tables": {}, "failed": []}
     lock_timeout = settings.current().upkeep_lock_timeout_ms
-    for spec in partitions.PARTITIONED_TABLES:
-        try:
-            with session_scope() as session:
-                done = partitions.ensure(session, spec, started, lock_timeout_ms=lock_timeout, dry_run=dry_run)
-                if dry_run:
-                    session.rollback()
-            details["tables"][spec.table] = done
-        except Exception as exc:  # noqa: BLE001 - one table's failure must not stop the others
-            log.error("ensure_partitions of %s failed", spec.table,
-                      extra={"upkeep_table": spec.table, "error_code": type(exc).__name__}, exc_info=exc)
-            details["tables"][spec.table] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
-            details["failed"].append(spec.table)
+
+    def ensure(spec: partitions.PartitionSpec) -> dict:
+        with session_scope() as session:
+            done = partitions.ensure(session, spec, started, lock_timeout_ms=lock_timeout, dry_run=dry_run)
+            if dry_run:
+                session.rollback()
+        return done
+
+    details = runs.each_table("ensure_partitions",
+                              [(spec.table, lambda spec=spec: ensure(spec)) for spec in partitions.PARTITIONED_TABLES])
     return _record("ensure_partitions", started, details, dry_run=dry_run)
 
 

@@ -26,6 +26,7 @@ import settings
 from db.session import session_scope
 from tasks.images import storage
 from tasks.images.errors import ImageRejected
+from tasks.upkeep.runs import each_table
 
 log = logging.getLogger("tasks.upkeep.purge")
 
@@ -58,16 +59,9 @@ def purge(now: datetime, *, dry_run: bool = False) -> dict:
     """Purge every kind; a kind's failure is logged and the others still run."""
     found = settings.current()
     cutoff = now - timedelta(days=found.purge_soft_deleted_days)
-    report: dict = {"cutoff": cutoff.isoformat(), "tables": {}, "failed": []}
-    for kind in KINDS:
-        try:
-            report["tables"][kind] = _purge_kind(kind, cutoff, found.upkeep_batch_rows, dry_run)
-        except Exception as exc:  # noqa: BLE001 - one kind's failure must not stop the others
-            log.error("purge of %s failed", kind, extra={"upkeep_table": kind, "error_code": type(exc).__name__},
-                      exc_info=exc)
-            report["tables"][kind] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
-            report["failed"].append(kind)
-    return report
+    report = each_table("purge", [(kind, lambda kind=kind: _purge_kind(kind, cutoff, found.upkeep_batch_rows, dry_run))
+                                  for kind in KINDS])
+    return {"cutoff": cutoff.isoformat(), **report}
 
 
 def _purge_kind(kind: str, cutoff: datetime, batch: int, dry_run: bool) -> dict:

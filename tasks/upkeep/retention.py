@@ -14,7 +14,6 @@ failure is logged and recorded, and the others still run (Mastodon's
 """
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -26,9 +25,9 @@ import settings
 from db import partitions
 from db.partitions import PARTITIONED_TABLES
 from db.session import session_scope
+from tasks.upkeep.runs import Unit, each_table
 from tasks.notifications.batching import RATE_LIMIT_RETENTION
 
-log = logging.getLogger("tasks.upkeep.retention")
 
 # A run stops starting new batches after this long and reports what remains;
 # the next night continues (the upkeep queue's soft limit is 1,500 s).
@@ -177,20 +176,11 @@ def apply(now: datetime, *, dry_run: bool = False, progress: Progress | None = N
     """
     periods = overrides()
     deadline = monotonic() + RUN_BUDGET_SECONDS
-    report: dict = {"tables": {}, "failed": []}
-    units: list[tuple[str, Callable[[], dict]]] = [
+    units: list[Unit] = [
         (spec.table, lambda spec=spec: retire_partitions(spec, now, keep_for(spec.table, periods),
                                                          dry_run=dry_run))
         for spec in PARTITIONED_TABLES]
     units += [(policy.name, lambda policy=policy: delete_rows(
         policy, now, keep_for(policy.name, periods), dry_run=dry_run, deadline=deadline,
         progress=progress)) for policy in RETENTION_POLICIES]
-    for name, unit in units:
-        try:
-            report["tables"][name] = unit()
-        except Exception as exc:  # noqa: BLE001 - one table's failure must not stop the others
-            log.error("retention of %s failed", name, extra={"upkeep_table": name, "error_code": type(exc).__name__},
-                      exc_info=exc)
-            report["tables"][name] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
-            report["failed"].append(name)
-    return report
+    return each_table("retention", units)

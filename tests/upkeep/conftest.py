@@ -8,42 +8,32 @@ each test starts from the migration's bare partitioned tables.
 from __future__ import annotations
 
 import os
-import uuid
 
 import pyrage
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import text
 
 from db import partitions
 from db.migrate import upgrade
 from db.session import get_engine, reset_engine
-from tests.conftest import truncate_all
+from tests.conftest import scratch_database, truncate_all
 
 
 @pytest.fixture(scope="module")
 def upkeep_db(database_url):
-    url = make_url(database_url)
-    name = f"jobs_upkeep_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    scratch = url.set(database=name).render_as_string(hide_password=False)
-    upgrade(scratch)
-    saved = os.environ.get("DATABASE_URL")
-    os.environ["DATABASE_URL"] = scratch
-    reset_engine()
-    try:
-        yield scratch
-    finally:
+    with scratch_database(database_url, "jobs_upkeep") as scratch:
+        upgrade(scratch)
+        saved = os.environ.get("DATABASE_URL")
+        os.environ["DATABASE_URL"] = scratch
         reset_engine()
-        if saved is None:
-            os.environ.pop("DATABASE_URL", None)
-        else:
-            os.environ["DATABASE_URL"] = saved
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        try:
+            yield scratch
+        finally:
+            reset_engine()
+            if saved is None:
+                os.environ.pop("DATABASE_URL", None)
+            else:
+                os.environ["DATABASE_URL"] = saved
 
 
 def drop_partitions(engine) -> None:

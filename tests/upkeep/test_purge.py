@@ -13,22 +13,12 @@ from sqlalchemy import text
 from tasks.engagement.runs import run_dirty
 from tasks.images import storage
 from tasks.upkeep import jobs, purge
+# The hand-written oracle of what each counter counts (not generated from the code's counter table).
+from tests.engagement.conftest import TRUE_COUNT_SQL as TRUE_COUNTS
 
 NOW = datetime(2025, 3, 10, 12, 0, tzinfo=timezone.utc)
 OLD = NOW - timedelta(days=31)
 RECENT = NOW - timedelta(days=29)
-
-# What each counter counts, by hand (the oracle; not generated from tasks/engagement/counters.py).
-TRUE_COUNTS = {
-    ("posts", "hearts_count"): "SELECT count(*) FROM likes s WHERE s.post_id = p.id",
-    ("posts", "reactions_count"): "SELECT count(*) FROM emoji_reactions s WHERE s.post_id = p.id",
-    ("posts", "shares_count"): "SELECT count(*) FROM shares s WHERE s.post_id = p.id",
-    ("posts", "comments_count"): "SELECT count(*) FROM comments s WHERE s.post_id = p.id",
-    ("comments", "replies_count"): "SELECT count(*) FROM comments s WHERE s.parent_id = p.id",
-    ("users", "followers_count"): "SELECT count(*) FROM follows s WHERE s.followed_id = p.id AND s.status = 'active'",
-    ("users", "following_count"): "SELECT count(*) FROM follows s WHERE s.follower_id = p.id AND s.status = 'active'",
-    ("users", "posts_count"): "SELECT count(*) FROM posts s WHERE s.author_id = p.id",
-}
 
 
 # --- building rows -----------------------------------------------------------------------
