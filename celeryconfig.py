@@ -41,7 +41,8 @@ enable_utc = True
 timezone = "UTC"
 
 # --- Queues and routing (by task-name prefix; nowhere else).
-QUEUE_NAMES = ("images", "mentions", "notifications", "engagement", "feed", "delivery", "upkeep", "maintenance")
+QUEUE_NAMES = ("images", "mentions", "notifications", "engagement", "feed", "delivery", "upkeep", "analytics",
+               "maintenance")
 task_queues = tuple(Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUE_NAMES)
 task_default_queue = "maintenance"
 task_create_missing_queues = False
@@ -59,6 +60,8 @@ QUEUE_TIME_LIMITS = {
     "delivery": (120, 180),
     # Nightly retention (its own budget is 1,200 s) and pg_dump; kept below the visibility timeout.
     "upkeep": (1500, 1700),
+    # A flush of a minute's counters, one day's rollup (a few seconds at 1 M rows), a sample.
+    "analytics": (120, 180),
     "maintenance": (600, 900),   # dispatchers and sweeps
 }
 

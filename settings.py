@@ -181,6 +181,17 @@ class Settings:
         "PG_BIN_DIR", None, "Folder of `pg_dump`/`pg_restore`. Default: the bundled PostgreSQL 16 client "
         "(pgserver), else the `PATH`.")
 
+    # --- Analytics ---------------------------------------------------------------
+    analytics_redis_url: str | None = _setting(
+        "ANALYTICS_REDIS_URL", None, "Redis of the web tier's view counters (`tasks/analytics/client.py`) and "
+        "of `analytics.flush_counters`. Default: the broker's Redis (never evicting, as counters need).",
+        secret=True)
+    analytics_grace_hours: float = _setting(
+        "ANALYTICS_GRACE_HOURS", 2.0, "Hours after midnight UTC before `analytics.rollup_daily` finalises the "
+        "day before (late events are still counted after that, by a re-run).", minimum=0, maximum=48)
+    trending_min_users: int = _setting(
+        "TRENDING_MIN_USERS", 3, "Distinct users a tag needs in the last 24 h to trend.", minimum=1)
+
     # --- Operator endpoints and logs -------------------------------------------
     flower_basic_auth: str | None = _setting(
         "FLOWER_BASIC_AUTH", None, "`user:password[,user:password…]` for Flower. Generated when unset "

@@ -78,6 +78,8 @@ PARTITIONED_TABLES: tuple[PartitionSpec, ...] = (
                   archive_table="user_engagement_archive"),
     # Seed 004: "logs: 90-day retention".
     PartitionSpec("audit_log", retention=timedelta(days=90), disposal="drop"),
+    # Seed 004's raw analytics event log, a log like the audit log: 90 days.
+    PartitionSpec("analytics_events", retention=timedelta(days=90), disposal="drop"),
 )
 
 # Partitions still ahead below which status is degraded (issue 12).

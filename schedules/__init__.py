@@ -24,8 +24,6 @@ beat_schedule = {
     # Every hour on the hour (+2 min): each user's local 08:00–08:59 falls in exactly one run.
     "delivery-send-digests": {"task": "delivery.send_digests", "schedule": crontab(minute=2),
                               "options": {"expires": 3000}},
-    # Nightly at 03:17 UTC, off the hour when other nightly jobs start. The sweep's own
-    # singleton claim (counter_runs + advisory lock) covers a second beat or a manual run.
     # Upkeep, at night (UTC), spread out so no two heavy jobs start together.
     "upkeep-ensure-partitions": {"task": "upkeep.ensure_partitions", "schedule": crontab(hour=0, minute=7),
                                  "options": {"expires": 3600}},
@@ -35,6 +33,14 @@ beat_schedule = {
     "upkeep-purge-soft-deleted": {"task": "upkeep.purge_soft_deleted", "schedule": crontab(hour=2, minute=53),
                                   "options": {"expires": 3600}},
     "upkeep-sweep-stuck-media": every(900, "upkeep.sweep_stuck_media"),
+    "analytics-flush-counters": every(60, "analytics.flush_counters"),
+    "analytics-sample-system-metrics": every(60, "analytics.sample_system_metrics"),
+    "analytics-update-trending-tags": every(600, "analytics.update_trending_tags"),
+    # Hourly at :11, after the flush of the hour's first minute; yesterday is final from 02:11 UTC.
+    "analytics-rollup-daily": {"task": "analytics.rollup_daily", "schedule": crontab(minute=11),
+                               "options": {"expires": 3000}},
+    # Nightly at 03:17 UTC, off the hour when other nightly jobs start. The sweep's own
+    # singleton claim (counter_runs + advisory lock) covers a second beat or a manual run.
     "engagement-sweep-all": {"task": "engagement.sweep_all", "schedule": crontab(hour=3, minute=17),
                              "options": {"expires": 3600}},
 }

@@ -10,6 +10,7 @@ TASK_MODULES = [
     "tasks.feed.tasks",
     "tasks.delivery.tasks",
     "tasks.upkeep.tasks",
+    "tasks.analytics.tasks",
 ]
 
 app = Celery("social_jobs", include=TASK_MODULES)

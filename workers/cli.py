@@ -8,9 +8,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from datetime import date
 
 import settings
-from workers.console import printable, table
+from workers.console import parse_duration, printable, table
 
 
 def _cmd_migrate(args) -> int:
@@ -65,6 +66,19 @@ def _cmd_backup(args) -> int:
     return backup_main(args.action)
 
 
+def _cmd_analytics(args) -> int:
+    settings.require_services("the analytics commands", names=("DATABASE_URL",))
+    from tasks.analytics import cli as analytics_cli
+
+    if args.action == "report":
+        return analytics_cli.report_main(args.user, args.days)
+    if args.action == "system":
+        return analytics_cli.system_main(args.since)
+    if args.action == "rollup":
+        return analytics_cli.rollup_main(args.since)
+    return analytics_cli.flush_main()
+
+
 def _cmd_dead(args) -> int:
     settings.require_services("the dead-letter commands")
     import json
@@ -105,7 +119,7 @@ def _cmd_dead(args) -> int:
                 return 1
             print(f"re-sent {letter.task_name}[{letter.task_id}] (retry #{letter.retried_count})")
             return 0
-        removed = deadletters.purge(session, deadletters.parse_duration(args.older_than), status=args.status)
+        removed = deadletters.purge(session, parse_duration(args.older_than), status=args.status)
         print(f"purged {removed} dead letter(s) last seen more than {args.older_than} ago")
         return 0
 
@@ -121,6 +135,20 @@ def _cmd_exporter(args) -> int:
         return 2
     settings.require_services("the exporter")
     return run_exporter(address=args.address, port=args.port)
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
+
+
+def _duration(value: str):
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser(extensions: tuple[Callable, ...] = ()) -> argparse.ArgumentParser:
@@ -174,6 +202,18 @@ def build_parser(extensions: tuple[Callable, ...] = ()) -> argparse.ArgumentPars
     backup.add_argument("action", choices=["create", "verify", "list"],
                         help="create one now (and rotate), verify the newest by a restore, or list them")
     backup.set_defaults(func=_cmd_backup)
+
+    analytics = sub.add_parser("analytics", help="a user's daily analytics, system metrics, rollup and flush now")
+    analytics_sub = analytics.add_subparsers(dest="action", required=True)
+    report = analytics_sub.add_parser("report", help="a user's daily table with sparklines")
+    report.add_argument("--user", type=int, required=True, help="user id")
+    report.add_argument("--days", type=_positive_int, default=30)
+    system = analytics_sub.add_parser("system", help="system metrics: last, min, max and a sparkline per series")
+    system.add_argument("--since", type=_duration, default="24h", help="e.g. 24h, 7d, 30m (default 24h)")
+    rollup = analytics_sub.add_parser("rollup", help="recompute user_analytics now (the due days, or --since)")
+    rollup.add_argument("--since", type=date.fromisoformat, metavar="YYYY-MM-DD", help="backfill from this day")
+    analytics_sub.add_parser("flush", help="move the Redis view counters into PostgreSQL now")
+    analytics.set_defaults(func=_cmd_analytics)
 
     exporter = sub.add_parser("exporter", help="Prometheus exporter: queues, beat dispatches, task durations, dead letters")
     exporter.add_argument("--address", default="127.0.0.1",

@@ -6,8 +6,11 @@ operator's screen, so control characters are shown as ``\\x1b``-style escapes.
 """
 from __future__ import annotations
 
+import re
 import sys
 import time
+from collections.abc import Sequence
+from datetime import timedelta
 
 _CONTROL = {code: f"\\x{code:02x}" for code in [*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0)]}
 
@@ -41,3 +44,28 @@ def progress_bar(unit: str, stream=None, width: int = 30):
         stream.flush()
 
     return show
+
+
+_DURATION = re.compile(r"^(\d+)([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``30d``, ``12h``, ``15m``, ``90s``, ``2w``: what the CLI's --older-than and --since take."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 30d, 12h, 15m)")
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+_BLOCKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: Sequence[float]) -> str:
+    """One block character per value, scaled from the lowest to the highest (all equal: the lowest block)."""
+    if not values:
+        return ""
+    low, high = min(values), max(values)
+    span = high - low
+    return "".join(_BLOCKS[0] if span == 0 else _BLOCKS[round((v - low) / span * (len(_BLOCKS) - 1))]
+                   for v in values)

@@ -1,6 +1,10 @@
 """All models, imported here so Base.metadata is complete for Alembic and tests."""
 from db.base import Base
 from db.models.accounts import PasswordResetToken, UserSession
+from db.models.analytics import (
+    AnalyticsDay, AnalyticsEvent, AnalyticsFlush, FollowEvent, PostDailyViews, PostTag, ProfileDailyViews,
+    SystemMetric, Tag, TrendingTag, UserAnalytics, UserSharePlatforms,
+)
 from db.models.delivery import (
     Delivery, DeliveryDue, Digest, NotificationPreference, NotificationSettings, PushSubscription,
 )
@@ -13,6 +17,18 @@ from db.models.operations import DeadLetter, JobHeartbeat, UpkeepRun
 from db.models.social import Comment, EmojiReaction, Follow, Like, Post, Share, User
 
 __all__ = [
+    "AnalyticsDay",
+    "AnalyticsEvent",
+    "AnalyticsFlush",
+    "FollowEvent",
+    "PostDailyViews",
+    "PostTag",
+    "ProfileDailyViews",
+    "SystemMetric",
+    "Tag",
+    "TrendingTag",
+    "UserAnalytics",
+    "UserSharePlatforms",
     "AuditLog",
     "PasswordResetToken",
     "UpkeepRun",

@@ -6,10 +6,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    Boolean, CheckConstraint, DateTime, Double, Enum, ForeignKey, Identity, Index, Integer,
+    BigInteger, Boolean, CheckConstraint, DateTime, Double, Enum, ForeignKey, Identity, Index, Integer,
     String, Text, UniqueConstraint, Uuid, text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from db.base import Base, created_at_column, uuid_pk
@@ -37,6 +37,13 @@ def _counters_covering_index(table: str, *columns: str) -> Index:
     Counter updates of posts were already non-HOT (idx_posts_engagement), so the write
     cost is one more index entry per counter change."""
     return Index(f"idx_{table}_counters", "id", postgresql_include=list(columns))
+
+
+def created_at_brin(table: str) -> Index:
+    """BRIN on created_at: the daily analytics rollup reads one day of an append-mostly
+    table. Rows arrive in time order, so a BRIN of a few pages finds the day's blocks,
+    at almost no cost to the inserts (a btree would cost every like an index entry)."""
+    return Index(f"idx_{table}_created_at_brin", "created_at", postgresql_using="brin")
 
 
 def soft_delete_column() -> Mapped[datetime | None]:
@@ -114,6 +121,12 @@ class Post(Base):
     engagement_score: Mapped[float] = mapped_column(Double, nullable=False, server_default="0", default=0.0)
     comments_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0", default=0)
     deleted_at: Mapped[datetime | None] = soft_delete_column()
+    # Views flushed from the Redis counters by analytics.flush_counters (never a CounterSpec:
+    # views have no source rows to recount).
+    views_count: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0", default=0)
+    # Seeds 003/004: normalized hashtags, equal to post_tags (both written by mentions.extract).
+    tags: Mapped[list[str]] = mapped_column(ARRAY(String(100)), nullable=False, server_default=text("'{}'"),
+                                            default=list)
 
     author: Mapped[User] = relationship(back_populates="posts")
 
@@ -125,7 +138,8 @@ class Post(Base):
         # top-N and the sweep that zeroes posts leaving the window read a small index.
         Index("idx_posts_engagement_score", text("engagement_score DESC"),
               postgresql_where=text("engagement_score > 0")),
-        *_nonnegative("hearts_count", "reactions_count", "shares_count", "comments_count"),
+        *_nonnegative("hearts_count", "reactions_count", "shares_count", "comments_count", "views_count"),
+        Index("idx_posts_tags", "tags", postgresql_using="gin"),
         _counters_covering_index("posts", "hearts_count", "reactions_count", "shares_count", "comments_count"),
         soft_deleted_index("posts"),
     )
@@ -139,7 +153,7 @@ class Like(Base):
     post_id: Mapped[str] = mapped_column(ForeignKey("posts.id", ondelete="CASCADE"), nullable=False, index=True)
     created_at: Mapped[datetime] = created_at_column()
 
-    __table_args__ = (UniqueConstraint("user_id", "post_id"),)
+    __table_args__ = (UniqueConstraint("user_id", "post_id"), created_at_brin("likes"))
 
 
 class EmojiReaction(Base):
@@ -157,6 +171,7 @@ class EmojiReaction(Base):
     __table_args__ = (
         UniqueConstraint("user_id", "post_id"),
         CheckConstraint("emoji_code ~ '^[a-z0-9_]{1,50}$'", name="emoji_code_format"),
+        created_at_brin("emoji_reactions"),
     )
 
 
@@ -175,6 +190,7 @@ class Share(Base):
         CheckConstraint(
             "platform IS NULL OR platform IN (" + ", ".join(f"'{p}'" for p in SHARE_PLATFORMS) + ")",
             name="platform_valid"),
+        created_at_brin("shares"),
     )
 
 
@@ -192,7 +208,7 @@ class Comment(Base):
     deleted_at: Mapped[datetime | None] = soft_delete_column()
 
     __table_args__ = (*_nonnegative("replies_count"), _counters_covering_index("comments", "replies_count"),
-                      soft_deleted_index("comments"))
+                      soft_deleted_index("comments"), created_at_brin("comments"))
 
 
 class Follow(Base):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from db.session import session_scope
+from tasks.analytics.tags import tag_post
 from tasks.mentions.service import load_source, notify_mentions
 from workers.errors import InvalidArguments
 from workers.task import UuidStr, job
@@ -9,11 +10,16 @@ from workers.task import UuidStr, job
 
 @job("mentions.extract")
 def extract(post_id: UuidStr | None = None, comment_id: UuidStr | None = None) -> dict:
-    """Call after a post or comment is created or edited; notifies newly mentioned users."""
+    """Call after a post or comment is created or edited; notifies newly mentioned users.
+
+    A post's hashtags are set from the same text in the same transaction (analytics' tags)."""
     if (post_id is None) == (comment_id is None):
         raise InvalidArguments("mentions.extract needs exactly one of post_id or comment_id")
     with session_scope() as session:
         source = load_source(session, "post" if post_id else "comment", post_id or comment_id)
         if source is None:
             return {"status": "gone"}
-        return notify_mentions(session, source).as_dict()
+        result = notify_mentions(session, source).as_dict()
+        if post_id is not None:
+            result["tags"] = tag_post(session, post_id)
+        return result

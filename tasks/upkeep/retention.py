@@ -69,6 +69,13 @@ RETENTION_POLICIES: tuple[RowPolicy, ...] = (
     RowPolicy("digests", timedelta(days=90), "created_at < :cutoff AND status IN ('sent', 'skipped', 'failed')",
               "finished and created more than {keep} ago"),
     RowPolicy("upkeep_runs", timedelta(days=90), "finished_at < :cutoff", "finished more than {keep} ago"),
+    # A flush id must outlive any flush still pending in Redis (minutes, or the
+    # length of an outage); 30 days is far beyond both.
+    RowPolicy("analytics_flushes", timedelta(days=30), "applied_at < :cutoff", "applied more than {keep} ago"),
+    # Only re-runs of old days read them; the daily rows keep what they counted.
+    RowPolicy("follow_events", timedelta(days=90), "created_at < :cutoff", "created more than {keep} ago"),
+    # Seed 003: system metrics, kept 30 days (hourly averages after the first 7).
+    RowPolicy("system_metrics", timedelta(days=30), "sampled_at < :cutoff", "sampled more than {keep} ago"),
 )
 
 NAMES = tuple(s.table for s in PARTITIONED_TABLES) + tuple(p.name for p in RETENTION_POLICIES)

@@ -116,7 +116,8 @@ def test_retry_refuses_a_letter_without_arguments(db_session):
 
 
 def test_purge_deletes_only_letters_older_than_the_cutoff(db_session):
-    from workers.reliability.dead_letters import Failure, parse_duration, purge, record
+    from workers.console import parse_duration
+    from workers.reliability.dead_letters import Failure, purge, record
 
     with freeze_time("2026-01-01 12:00:00"):
         old_at = datetime.now(timezone.utc)

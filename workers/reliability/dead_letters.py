@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -181,17 +180,6 @@ def retry(session: Session, letter_id: int, app=None) -> DeadLetter:
     letter.retried_count += 1
     letter.retried_at = datetime.now(timezone.utc)
     return letter
-
-
-_DURATION = re.compile(r"^(\d+)([smhdw])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-def parse_duration(text: str) -> timedelta:
-    match = _DURATION.match(text.strip())
-    if not match:
-        raise ValueError(f"not a duration: {text!r} (use e.g. 30d, 12h, 15m)")
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
 
 
 def purge(session: Session, older_than: timedelta, now: datetime | None = None,

@@ -1,0 +1,235 @@
+"""The daily ``user_analytics`` rows (seed 003), recomputed from their sources, never incremented.
+
+Each run of ``analytics.rollup_daily`` (hourly) re-aggregates every day from
+the last finalised one to today, plus any finalised day a late count
+reopened (Discourse's ``MaintainUserVisitDailyRollups`` re-aggregates from the
+last complete day the same way). A day is written as provisional until it is
+over and ``ANALYTICS_GRACE_HOURS`` have passed for late events, then as final.
+Each day is one set-based statement in one transaction: the upsert of every
+user's row and the removal of rows whose counts went back to nothing.
+
+The columns, for a user U and a UTC day D:
+
+- ``total_likes``, ``total_comments``, ``total_shares``: rows made on D in
+  ``likes``, ``comments`` and ``shares`` on U's posts;
+- ``post_engagements``: those, plus emoji reactions, plus ``CLICK`` and
+  ``SAVE`` events of ``user_engagement`` on U's posts (``LIKE``, ``SHARE`` and
+  ``COMMENT`` events in that log are not counted again: their tables count);
+- ``post_views``, ``post_impressions``: ``post_daily_views`` of U's posts;
+  ``profile_views``: ``profile_daily_views`` (both from the Redis flush);
+- ``followers_gained`` / ``followers_lost``: ``follow_events`` (a trigger
+  records each follow and unfollow, since an unfollow deletes its row).
+
+A flush writes the three view columns of the users it touched at once
+(``refresh_view_columns``), and reopens a finalised day it touched, so a late
+count is in the row within the minute and the next run finalises the day again.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+import settings
+from db.locks import xact_lock
+
+MAX_DAYS_PER_RUN = 31      # a long outage catches up a month per hour, oldest first
+DAY_LOCK = "analytics.day"  # the rollup and the flush never write one day's rows at once
+
+_METRICS = ("profile_views", "post_impressions", "post_engagements", "followers_gained", "followers_lost",
+            "total_likes", "total_comments", "total_shares", "post_views")
+
+# Per post first (small), then per author: the day's engagement rows are read once, by range
+# (the BRIN indexes on created_at; user_engagement is pruned to its month's partition).
+_DAY_AGGREGATE = """
+    engaged AS (
+        SELECT post_id, count(*) AS likes, 0 AS reactions, 0 AS comments, 0 AS shares, 0 AS events
+        FROM likes WHERE created_at >= :start AND created_at < :end GROUP BY post_id
+        UNION ALL
+        SELECT post_id, 0, count(*), 0, 0, 0
+        FROM emoji_reactions WHERE created_at >= :start AND created_at < :end GROUP BY post_id
+        UNION ALL
+        SELECT post_id, 0, 0, count(*), 0, 0
+        FROM comments WHERE created_at >= :start AND created_at < :end GROUP BY post_id
+        UNION ALL
+        SELECT post_id, 0, 0, 0, count(*), 0
+        FROM shares WHERE created_at >= :start AND created_at < :end GROUP BY post_id
+        UNION ALL
+        SELECT post_id, 0, 0, 0, 0, count(*)
+        FROM user_engagement WHERE created_at >= :start AND created_at < :end
+          AND engagement_type IN ('CLICK', 'SAVE') GROUP BY post_id
+    ), parts AS (
+        SELECT p.author_id AS user_id, sum(e.likes) AS likes, sum(e.reactions) AS reactions,
+               sum(e.comments) AS comments, sum(e.shares) AS shares, sum(e.events) AS events,
+               0 AS impressions, 0 AS post_views, 0 AS profile_views, 0 AS gained, 0 AS lost
+        FROM engaged AS e JOIN posts AS p ON p.id = e.post_id GROUP BY p.author_id
+        UNION ALL
+        SELECT author_id, 0, 0, 0, 0, 0, sum(impressions), sum(views), 0, 0, 0
+        FROM post_daily_views WHERE day = :day GROUP BY author_id
+        UNION ALL
+        SELECT user_id, 0, 0, 0, 0, 0, 0, 0, views, 0, 0 FROM profile_daily_views WHERE day = :day
+        UNION ALL
+        SELECT followed_id, 0, 0, 0, 0, 0, 0, 0, 0, count(*) FILTER (WHERE gained), count(*) FILTER (WHERE NOT gained)
+        FROM follow_events WHERE created_at >= :start AND created_at < :end GROUP BY followed_id
+    ), agg AS (
+        -- The join with users drops follow events of users deleted since.
+        SELECT x.user_id, sum(x.profile_views) AS profile_views, sum(x.impressions) AS post_impressions,
+               sum(x.likes + x.reactions + x.comments + x.shares + x.events) AS post_engagements,
+               sum(x.gained) AS followers_gained, sum(x.lost) AS followers_lost, sum(x.likes) AS total_likes,
+               sum(x.comments) AS total_comments, sum(x.shares) AS total_shares, sum(x.post_views) AS post_views
+        FROM parts AS x JOIN users AS u ON u.id = x.user_id GROUP BY x.user_id
+    )"""
+
+_COLUMNS = ", ".join(_METRICS)
+_CHANGED = f"({', '.join('ua.' + m for m in _METRICS)}, ua.is_final) IS DISTINCT FROM " \
+           f"({', '.join('EXCLUDED.' + m for m in _METRICS)}, EXCLUDED.is_final)"
+
+_ROLLUP_DAY_SQL = text(f"""
+    WITH {_DAY_AGGREGATE.strip()}, upserted AS (
+        INSERT INTO user_analytics AS ua (user_id, date, {_COLUMNS}, is_final)
+        SELECT user_id, :day, {_COLUMNS}, :final FROM agg ORDER BY user_id
+        ON CONFLICT (user_id, date) DO UPDATE SET
+            {', '.join(f'{m} = EXCLUDED.{m}' for m in _METRICS)}, is_final = EXCLUDED.is_final, updated_at = now()
+        WHERE {_CHANGED}
+        RETURNING 1
+    ), cleared AS (
+        DELETE FROM user_analytics AS ua WHERE ua.date = :day
+          AND NOT EXISTS (SELECT 1 FROM agg WHERE agg.user_id = ua.user_id)
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM agg), (SELECT count(*) FROM upserted), (SELECT count(*) FROM cleared)
+""")
+
+_SHARE_PLATFORMS_SQL = text("""
+    WITH agg AS (
+        SELECT p.author_id AS user_id, coalesce(s.platform, 'internal') AS platform, count(*) AS shares
+        FROM shares AS s JOIN posts AS p ON p.id = s.post_id
+        WHERE s.created_at >= :start AND s.created_at < :end GROUP BY 1, 2
+    ), upserted AS (
+        INSERT INTO user_share_platforms AS t (user_id, date, platform, shares)
+        SELECT user_id, :day, platform, shares FROM agg ORDER BY user_id, platform
+        ON CONFLICT (user_id, date, platform) DO UPDATE SET shares = EXCLUDED.shares
+        WHERE t.shares <> EXCLUDED.shares
+        RETURNING 1
+    ), cleared AS (
+        DELETE FROM user_share_platforms AS t WHERE t.date = :day
+          AND NOT EXISTS (SELECT 1 FROM agg WHERE agg.user_id = t.user_id AND agg.platform = t.platform)
+        RETURNING 1
+    )
+    SELECT count(*) FROM agg
+""")
+
+_MARK_DAY_SQL = text("""
+    INSERT INTO analytics_days (day, rolled_up_at, finalised_at, users)
+    VALUES (:day, :now, CASE WHEN :final THEN CAST(:now AS timestamptz) END, :users)
+    ON CONFLICT (day) DO UPDATE SET rolled_up_at = EXCLUDED.rolled_up_at, finalised_at = EXCLUDED.finalised_at,
+                                    users = EXCLUDED.users
+""")
+
+# What a flush changed: the view columns of the touched users, from the daily view tables.
+_REFRESH_VIEWS_SQL = text("""
+    WITH touched AS (
+        SELECT DISTINCT author_id AS user_id FROM post_daily_views
+        WHERE day = :day AND post_id = ANY(CAST(:post_ids AS uuid[]))
+        UNION
+        SELECT unnest(CAST(:user_ids AS int[]))
+    ), agg AS (
+        SELECT t.user_id,
+               coalesce((SELECT sum(v.views) FROM post_daily_views AS v
+                         WHERE v.day = :day AND v.author_id = t.user_id), 0) AS post_views,
+               coalesce((SELECT sum(v.impressions) FROM post_daily_views AS v
+                         WHERE v.day = :day AND v.author_id = t.user_id), 0) AS post_impressions,
+               coalesce((SELECT pv.views FROM profile_daily_views AS pv
+                         WHERE pv.day = :day AND pv.user_id = t.user_id), 0) AS profile_views
+        FROM touched AS t JOIN users AS u ON u.id = t.user_id
+    )
+    INSERT INTO user_analytics AS ua (user_id, date, post_views, post_impressions, profile_views)
+    SELECT user_id, :day, post_views, post_impressions, profile_views FROM agg ORDER BY user_id
+    ON CONFLICT (user_id, date) DO UPDATE SET
+        post_views = EXCLUDED.post_views, post_impressions = EXCLUDED.post_impressions,
+        profile_views = EXCLUDED.profile_views, updated_at = now()
+    WHERE (ua.post_views, ua.post_impressions, ua.profile_views)
+          IS DISTINCT FROM (EXCLUDED.post_views, EXCLUDED.post_impressions, EXCLUDED.profile_views)
+""")
+
+
+def day_bounds(day: date) -> tuple[datetime, datetime]:
+    start = datetime.combine(day, time.min, tzinfo=timezone.utc)
+    return start, start + timedelta(days=1)
+
+
+def is_final(day: date, now: datetime) -> bool:
+    """A day is final once it is over and the grace for late events has passed."""
+    grace = timedelta(hours=settings.current().analytics_grace_hours)
+    return now >= day_bounds(day)[1] + grace
+
+
+def refresh_view_columns(session: Session, day: date, *, post_ids: list[str], user_ids: list[int]) -> None:
+    """After a flush: the touched users' view columns, and reopen the day if it was final."""
+    xact_lock(session, DAY_LOCK, day.isoformat())
+    session.execute(_REFRESH_VIEWS_SQL, {"day": day, "post_ids": post_ids, "user_ids": user_ids})
+    session.execute(text("UPDATE analytics_days SET finalised_at = NULL WHERE day = :day "
+                         "AND finalised_at IS NOT NULL"), {"day": day})
+
+
+@dataclass
+class DayResult:
+    day: date
+    final: bool
+    users: int
+    changed: int
+    cleared: int
+    share_rows: int
+
+    def as_dict(self) -> dict:
+        return {"day": self.day.isoformat(), "final": self.final, "users": self.users,
+                "changed": self.changed, "cleared": self.cleared, "share_rows": self.share_rows}
+
+
+def rollup_day(session: Session, day: date, now: datetime) -> DayResult:
+    """Recompute one day for every user, in the caller's transaction."""
+    xact_lock(session, DAY_LOCK, day.isoformat())
+    start, end = day_bounds(day)
+    final = is_final(day, now)
+    params = {"day": day, "start": start, "end": end}
+    users, changed, cleared = session.execute(_ROLLUP_DAY_SQL, {**params, "final": final}).one()
+    share_rows = session.execute(_SHARE_PLATFORMS_SQL, params).scalar_one()
+    session.execute(_MARK_DAY_SQL, {"day": day, "now": now, "final": final, "users": users})
+    return DayResult(day, final, users, changed, cleared, share_rows)
+
+
+def days_due(session: Session, now: datetime) -> list[date]:
+    """From the last finalised day (again: late events) to today, plus every reopened day; oldest first."""
+    today = now.astimezone(timezone.utc).date()
+    last_final = session.execute(text(
+        "SELECT max(day) FROM analytics_days WHERE finalised_at IS NOT NULL AND day <= :today"),
+        {"today": today}).scalar()
+    start = last_final or today - timedelta(days=1)
+    reopened = session.execute(text(
+        "SELECT day FROM analytics_days WHERE finalised_at IS NULL AND day < :start"), {"start": start}).scalars()
+    days = set(reopened) | {start + timedelta(days=n) for n in range((today - start).days + 1)}
+    return sorted(days)[:MAX_DAYS_PER_RUN]
+
+
+@dataclass
+class RollupResult:
+    days: list[DayResult] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"status": "ok", "days": [d.as_dict() for d in self.days]}
+
+
+def run(session_factory, now: datetime | None = None, days: list[date] | None = None) -> RollupResult:
+    """Roll up the due days (or the given ones), one transaction per day."""
+    now = now or datetime.now(timezone.utc)
+    if days is None:
+        with session_factory() as session:
+            days = days_due(session, now)
+    result = RollupResult()
+    for day in days:
+        with session_factory() as session:
+            result.days.append(rollup_day(session, day, now))
+    return result
+
