@@ -301,8 +301,8 @@ def test_health_reports_fewer_than_two_partitions_ahead(fresh):
 
 
 def test_health_is_clean_after_ensure_and_degrades_when_ensure_stops(fresh):
-    ensure(AUDIT, at(2026, 1, 10))
-    ensure(ENGAGEMENT, at(2026, 1, 10))
+    for spec in PARTITIONED_TABLES:
+        ensure(spec, at(2026, 1, 10))
     assert health(at(2026, 1, 10)) == []
     # Made Jan..May; by April only May is ahead.
     problems = health(at(2026, 4, 2))
@@ -393,7 +393,7 @@ def test_concurrent_ensures_race_and_make_exactly_one_set(fresh):
         for thread in threads:
             thread.join(10)
         assert errors == []
-        assert len(reports) == 4
+        assert len(reports) == 2 * len(PARTITIONED_TABLES)
         for spec in PARTITIONED_TABLES:
             made = [name for r in reports for name in r["created"] if name.startswith(spec.table + "_")]
             expected = [spec.default_partition, *month_names(spec.table, at(2026, 3, 1), 5)]

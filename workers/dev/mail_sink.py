@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import logging
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -25,6 +26,9 @@ from aiosmtpd.controller import Controller
 from workers.dev.inbox import Inbox
 
 HOST = "127.0.0.1"
+# aiosmtpd logs every SMTP command at INFO, recipient addresses included: personal
+# data that must not reach `make run`'s output or its logs.
+logging.getLogger("mail.log").setLevel(logging.WARNING)
 # Bigger than any mail this system sends; a runaway sender gets 552 instead of eating memory.
 DATA_SIZE_LIMIT = 10 * 1024 * 1024
 
