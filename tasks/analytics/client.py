@@ -1,4 +1,4 @@
-"""The web tier's view and impression counters: one pipelined Redis round trip per call.
+"""The web tier's view and impression counters: one Redis round trip per call.
 
 Views and impressions are the most frequent writes a social platform has; a
 Celery task per view would drown the broker. So the web tier bumps counters
@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 from collections.abc import Iterable
 from datetime import datetime, timezone
 
@@ -68,8 +69,18 @@ def _redis() -> redis.Redis:
     return _client
 
 
+_day_cache: tuple[int, str] = (-1, "")
+
+
 def day_bucket(now: datetime | None = None) -> str:
-    return (now or datetime.now(timezone.utc)).astimezone(timezone.utc).strftime("%Y%m%d")
+    """The UTC day as ``YYYYMMDD``; formatted once a day, not once a call."""
+    global _day_cache
+    if now is not None:
+        return now.astimezone(timezone.utc).strftime("%Y%m%d")
+    day_number = int(time.time() // 86400)
+    if _day_cache[0] != day_number:
+        _day_cache = (day_number, datetime.fromtimestamp(day_number * 86400, timezone.utc).strftime("%Y%m%d"))
+    return _day_cache[1]
 
 
 def counters_key(day: str) -> str:
@@ -94,24 +105,39 @@ def _user_id(value: object, name: str, optional: bool = False) -> int | None:
     return value
 
 
-def _count(pipe, kind: str, day: str, subject: str, viewer_id: int | None, *, expire: bool = True) -> None:
-    key = counters_key(day)
-    pipe.hincrby(key, f"{kind}:{subject}", 1)
-    if expire:
-        pipe.expire(key, KEY_TTL_SECONDS)
-    if viewer_id is not None:
-        unique = uniques_key(kind, day, subject)
-        pipe.pfadd(unique, viewer_id)
-        pipe.expire(unique, KEY_TTL_SECONDS)
+# One command per call instead of a pipeline of four: the HINCRBY of each counter and the PFADD
+# of the viewer into each HyperLogLog, with their expiries, run in Redis. Half the client-side
+# cost of a pipelined call, and the call is atomic. KEYS: the counters hash, then one
+# HyperLogLog per field. ARGV: TTL, viewer ('' for anonymous), then the fields.
+_TRACK = """
+local ttl, viewer = tonumber(ARGV[1]), ARGV[2]
+for i = 3, #ARGV do
+  redis.call('HINCRBY', KEYS[1], ARGV[i], 1)
+  if viewer ~= '' then
+    redis.call('PFADD', KEYS[i - 1], viewer)
+    redis.call('EXPIRE', KEYS[i - 1], ttl)
+  end
+end
+redis.call('EXPIRE', KEYS[1], ttl)
+return #ARGV - 2
+"""
+_scripts: dict[int, object] = {}
+
+
+def _track(kind: str, day: str, subjects: list[str], viewer_id: int | None) -> None:
+    connection = _redis()
+    script = _scripts.get(id(connection))
+    if script is None:   # a Script re-sends its source by itself when Redis lost it (NOSCRIPT)
+        script = _scripts[id(connection)] = connection.register_script(_TRACK)
+    script(keys=[counters_key(day), *(uniques_key(kind, day, s) for s in subjects)],
+           args=[KEY_TTL_SECONDS, "" if viewer_id is None else viewer_id, *(f"{kind}:{s}" for s in subjects)])
 
 
 def track_view(post_id: str, viewer_id: int | None, *, now: datetime | None = None) -> None:
     """Count one view of a post (opened, not just scrolled past)."""
     post = _post_id(post_id)
     viewer = _user_id(viewer_id, "viewer_id", optional=True)
-    pipe = _redis().pipeline(transaction=False)
-    _count(pipe, VIEW, day_bucket(now), post, viewer)
-    pipe.execute()
+    _track(VIEW, day_bucket(now), [post], viewer)
 
 
 def track_profile_view(user_id: int, viewer_id: int | None, *, now: datetime | None = None) -> None:
@@ -120,9 +146,7 @@ def track_profile_view(user_id: int, viewer_id: int | None, *, now: datetime | N
     viewer = _user_id(viewer_id, "viewer_id", optional=True)
     if viewer == user:
         return
-    pipe = _redis().pipeline(transaction=False)
-    _count(pipe, PROFILE, day_bucket(now), str(user), viewer)
-    pipe.execute()
+    _track(PROFILE, day_bucket(now), [str(user)], viewer)
 
 
 def track_impressions(post_ids: Iterable[str], viewer_id: int | None, *, now: datetime | None = None) -> None:
@@ -133,8 +157,4 @@ def track_impressions(post_ids: Iterable[str], viewer_id: int | None, *, now: da
     if not posts:
         return
     viewer = _user_id(viewer_id, "viewer_id", optional=True)
-    day = day_bucket(now)
-    pipe = _redis().pipeline(transaction=False)
-    for index, post in enumerate(posts):
-        _count(pipe, IMPRESSION, day, post, viewer, expire=index == 0)
-    pipe.execute()
+    _track(IMPRESSION, day_bucket(now), posts, viewer)

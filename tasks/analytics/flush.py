@@ -135,7 +135,9 @@ def read(client, flush_id: str) -> FlushData:
     data.flush_keys = [name for name, found in zip(names, pipe.execute()) if found]
     for name in data.flush_keys:
         day = datetime.strptime(name.rsplit(":", 1)[1], "%Y%m%d").date()
-        for raw_field, raw_count in client.hscan_iter(name, count=5000):
+        # One reply: a renamed hash never changes again, and holds one field per post or profile seen
+        # in a minute (tens of thousands at most: milliseconds of Redis time).
+        for raw_field, raw_count in client.hgetall(name).items():
             kind, _, subject = raw_field.decode().partition(":")
             count = int(raw_count)
             data.counters += 1
@@ -150,16 +152,26 @@ def read(client, flush_id: str) -> FlushData:
     return data
 
 
+# PFCOUNT of many keys, counted in Redis: one round trip per chunk instead of one command each.
+_PFCOUNTS = """
+local counts = {}
+for i, key in ipairs(KEYS) do counts[i] = redis.call('PFCOUNT', key) end
+return counts
+"""
+_PFCOUNT_CHUNK = 5000
+
+
 def _read_uniques(client, data: FlushData) -> None:
     wanted = ([(data.unique_viewers, keys.VIEW, k) for k in data.views]
               + [(data.impression_reach, keys.IMPRESSION, k) for k in data.impressions]
               + [(data.profile_viewers, keys.PROFILE, k) for k in data.profile_views])
-    for start in range(0, len(wanted), 10_000):
-        chunk = wanted[start:start + 10_000]
-        pipe = client.pipeline(transaction=False)
-        for _target, kind, (day, subject) in chunk:
-            pipe.pfcount(keys.uniques_key(kind, day.strftime("%Y%m%d"), str(subject)))
-        for (target, _kind, key), estimate in zip(chunk, pipe.execute()):
+    script = client.register_script(_PFCOUNTS)
+    buckets: dict[date, str] = {}
+    for start in range(0, len(wanted), _PFCOUNT_CHUNK):
+        chunk = wanted[start:start + _PFCOUNT_CHUNK]
+        names = [keys.uniques_key(kind, buckets.get(day) or buckets.setdefault(day, day.strftime("%Y%m%d")),
+                                  str(subject)) for _t, kind, (day, subject) in chunk]
+        for (target, _kind, key), estimate in zip(chunk, script(keys=names)):
             target[key] = int(estimate)
 
 
@@ -167,31 +179,44 @@ _CLAIM_FLUSH_SQL = text(
     "INSERT INTO analytics_flushes (id, counters, increments, rejected) VALUES (:id, :counters, :increments, "
     ":rejected) ON CONFLICT (id) DO NOTHING RETURNING id")
 
-# Rows of posts that no longer exist are left out by the join (and counted as rejected).
+# One pass over posts: the UPDATE of views_count returns the authors the daily rows need (posts
+# shown but not opened, with no views to add, are looked up on their own). Posts that no longer
+# exist drop out, and are counted as rejected.
 _POST_VIEWS_SQL = text("""
     WITH counted AS (
-        SELECT * FROM unnest(CAST(:post_ids AS uuid[]), CAST(:days AS date[]), CAST(:views AS int[]),
-                             CAST(:uniques AS int[]), CAST(:impressions AS int[]), CAST(:reach AS int[]))
-               AS c(post_id, day, views, unique_viewers, impressions, impression_reach)
+        -- Ids arrive as one comma-separated string and days as indexes into a short list of
+        -- days: adapting 20,000 Python strings or dates one by one costs more than the upsert.
+        SELECT c.post_id, (CAST(:day_list AS date[]))[c.day_index] AS day, c.views, c.unique_viewers,
+               c.impressions, c.impression_reach
+        FROM unnest(CAST(string_to_array(:post_ids, ',') AS uuid[]), CAST(:day_indexes AS int[]),
+                    CAST(:views AS int[]), CAST(:uniques AS int[]), CAST(:impressions AS int[]),
+                    CAST(:reach AS int[]))
+             AS c(post_id, day_index, views, unique_viewers, impressions, impression_reach)
+    ), totals AS (
+        SELECT post_id, sum(views) AS views FROM counted GROUP BY post_id
+    ), bumped AS (
+        UPDATE posts AS p SET views_count = p.views_count + t.views
+        FROM totals AS t WHERE p.id = t.post_id AND t.views > 0
+        RETURNING p.id, p.author_id
+    ), authors AS (
+        SELECT id, author_id FROM bumped
+        UNION ALL
+        SELECT p.id, p.author_id FROM posts AS p
+        WHERE p.id IN (SELECT post_id FROM totals WHERE views = 0)
     ), kept AS (
         INSERT INTO post_daily_views AS d (post_id, day, author_id, views, unique_viewers, impressions,
                                            impression_reach)
-        SELECT c.post_id, c.day, p.author_id, c.views, c.unique_viewers, c.impressions, c.impression_reach
-        FROM counted AS c JOIN posts AS p ON p.id = c.post_id
+        SELECT c.post_id, c.day, a.author_id, c.views, c.unique_viewers, c.impressions, c.impression_reach
+        FROM counted AS c JOIN authors AS a ON a.id = c.post_id
         ORDER BY c.post_id, c.day
         ON CONFLICT (post_id, day) DO UPDATE SET
             views = d.views + EXCLUDED.views,
             unique_viewers = greatest(d.unique_viewers, EXCLUDED.unique_viewers),
             impressions = d.impressions + EXCLUDED.impressions,
             impression_reach = greatest(d.impression_reach, EXCLUDED.impression_reach)
-        RETURNING d.post_id
-    ), totals AS (
-        SELECT post_id, sum(views) AS views FROM counted GROUP BY post_id HAVING sum(views) > 0
-    ), bumped AS (
-        UPDATE posts AS p SET views_count = p.views_count + t.views
-        FROM totals AS t WHERE p.id = t.post_id
+        RETURNING d.author_id, d.day
     )
-    SELECT count(*) FROM kept
+    SELECT author_id, day, count(*) FROM kept GROUP BY author_id, day
 """)
 
 _PROFILE_VIEWS_SQL = text("""
@@ -205,7 +230,7 @@ _PROFILE_VIEWS_SQL = text("""
     ON CONFLICT (user_id, day) DO UPDATE SET
         views = d.views + EXCLUDED.views,
         unique_viewers = greatest(d.unique_viewers, EXCLUDED.unique_viewers)
-    RETURNING d.user_id
+    RETURNING d.user_id, d.day
 """)
 
 
@@ -217,33 +242,35 @@ def apply(session: Session, data: FlushData, checkpoint: Checkpoint = _no_checkp
     if claimed is None:
         return False
     post_keys = sorted(set(data.views) | set(data.impressions))
-    kept_posts = 0
+    touched: dict[date, set[int]] = defaultdict(set)
+    kept = 0
     if post_keys:
-        kept_posts = session.execute(_POST_VIEWS_SQL, {
-            "post_ids": [p for _d, p in post_keys], "days": [d for d, _p in post_keys],
-            "views": [data.views.get(k, 0) for k in post_keys],
-            "uniques": [data.unique_viewers.get(k, 0) for k in post_keys],
-            "impressions": [data.impressions.get(k, 0) for k in post_keys],
-            "reach": [data.impression_reach.get(k, 0) for k in post_keys]}).scalar_one()
+        day_list = sorted({d for d, _p in post_keys})
+        index_of = {d: n + 1 for n, d in enumerate(day_list)}
+        for author, day, posts in session.execute(_POST_VIEWS_SQL, {
+                "post_ids": ",".join(p for _d, p in post_keys), "day_list": day_list,
+                "day_indexes": [index_of[d] for d, _p in post_keys],
+                "views": [data.views.get(k, 0) for k in post_keys],
+                "uniques": [data.unique_viewers.get(k, 0) for k in post_keys],
+                "impressions": [data.impressions.get(k, 0) for k in post_keys],
+                "reach": [data.impression_reach.get(k, 0) for k in post_keys]}):
+            touched[day].add(author)
+            kept += posts
     checkpoint("upserted")
     profile_keys = sorted(data.profile_views)
-    kept_users: list[int] = []
     if profile_keys:
-        kept_users = list(session.execute(_PROFILE_VIEWS_SQL, {
-            "user_ids": [u for _d, u in profile_keys], "days": [d for d, _u in profile_keys],
-            "views": [data.profile_views[k] for k in profile_keys],
-            "uniques": [data.profile_viewers.get(k, 0) for k in profile_keys]}).scalars())
-    gone = (len(post_keys) - kept_posts) + (len(profile_keys) - len(kept_users))
+        for user, day in session.execute(_PROFILE_VIEWS_SQL, {
+                "user_ids": [u for _d, u in profile_keys], "days": [d for d, _u in profile_keys],
+                "views": [data.profile_views[k] for k in profile_keys],
+                "uniques": [data.profile_viewers.get(k, 0) for k in profile_keys]}):
+            touched[day].add(user)
+            kept += 1
+    gone = len(post_keys) + len(profile_keys) - kept
     if gone:
         session.execute(text("UPDATE analytics_flushes SET rejected = rejected + :n WHERE id = :id"),
                         {"n": gone, "id": data.flush_id})
-    touched: dict[date, tuple[list[str], list[int]]] = defaultdict(lambda: ([], []))
-    for day, post in post_keys:
-        touched[day][0].append(post)
-    for day, user in profile_keys:
-        touched[day][1].append(user)
-    for day, (posts, users) in sorted(touched.items()):
-        refresh_view_columns(session, day, post_ids=posts, user_ids=users)
+    for day, users in sorted(touched.items()):
+        refresh_view_columns(session, day, sorted(users))
     return True
 
 

@@ -128,22 +128,23 @@ _MARK_DAY_SQL = text("""
                                     users = EXCLUDED.users
 """)
 
-# What a flush changed: the view columns of the touched users, from the daily view tables.
+# What a flush changed: the view columns of the touched users, from the daily view tables
+# (joins, not a lookup per user: a flush can touch thousands of authors).
 _REFRESH_VIEWS_SQL = text("""
     WITH touched AS (
-        SELECT DISTINCT author_id AS user_id FROM post_daily_views
-        WHERE day = :day AND post_id = ANY(CAST(:post_ids AS uuid[]))
-        UNION
-        SELECT unnest(CAST(:user_ids AS int[]))
+        SELECT DISTINCT unnest(CAST(:user_ids AS int[])) AS user_id
+    ), views AS (
+        SELECT v.author_id AS user_id, sum(v.views) AS post_views, sum(v.impressions) AS post_impressions
+        FROM post_daily_views AS v JOIN touched AS t ON t.user_id = v.author_id
+        WHERE v.day = :day GROUP BY v.author_id
+    ), profiles AS (
+        SELECT pv.user_id, pv.views FROM profile_daily_views AS pv JOIN touched AS t ON t.user_id = pv.user_id
+        WHERE pv.day = :day
     ), agg AS (
-        SELECT t.user_id,
-               coalesce((SELECT sum(v.views) FROM post_daily_views AS v
-                         WHERE v.day = :day AND v.author_id = t.user_id), 0) AS post_views,
-               coalesce((SELECT sum(v.impressions) FROM post_daily_views AS v
-                         WHERE v.day = :day AND v.author_id = t.user_id), 0) AS post_impressions,
-               coalesce((SELECT pv.views FROM profile_daily_views AS pv
-                         WHERE pv.day = :day AND pv.user_id = t.user_id), 0) AS profile_views
+        SELECT t.user_id, coalesce(v.post_views, 0) AS post_views,
+               coalesce(v.post_impressions, 0) AS post_impressions, coalesce(pr.views, 0) AS profile_views
         FROM touched AS t JOIN users AS u ON u.id = t.user_id
+        LEFT JOIN views AS v ON v.user_id = t.user_id LEFT JOIN profiles AS pr ON pr.user_id = t.user_id
     )
     INSERT INTO user_analytics AS ua (user_id, date, post_views, post_impressions, profile_views)
     SELECT user_id, :day, post_views, post_impressions, profile_views FROM agg ORDER BY user_id
@@ -166,10 +167,11 @@ def is_final(day: date, now: datetime) -> bool:
     return now >= day_bounds(day)[1] + grace
 
 
-def refresh_view_columns(session: Session, day: date, *, post_ids: list[str], user_ids: list[int]) -> None:
-    """After a flush: the touched users' view columns, and reopen the day if it was final."""
+def refresh_view_columns(session: Session, day: date, user_ids: list[int]) -> None:
+    """After a flush: the view columns of these users (authors of viewed posts, viewed profiles)
+    for the day, and reopen the day if it was final."""
     xact_lock(session, DAY_LOCK, day.isoformat())
-    session.execute(_REFRESH_VIEWS_SQL, {"day": day, "post_ids": post_ids, "user_ids": user_ids})
+    session.execute(_REFRESH_VIEWS_SQL, {"day": day, "user_ids": user_ids})
     session.execute(text("UPDATE analytics_days SET finalised_at = NULL WHERE day = :day "
                          "AND finalised_at IS NOT NULL"), {"day": day})
 

@@ -3,8 +3,10 @@
 Per queue: depth and the age of its oldest message; per family: tasks
 succeeded and failed so far (the duration histograms' counts, cumulative);
 dead letters; the database's size and its largest tables. Samples are keyed
-by (metric, minute, tags), so a redelivered sampler adds nothing. After 7 days
-minute samples are averaged into one per hour; upkeep deletes all after 30.
+by (metric, minute, tags) and a minute already sampled is not sampled again
+(the largest tables may differ by then), so a redelivered sampler adds nothing.
+After 7 days minute samples are averaged into one per UTC hour; upkeep deletes
+all after 30.
 """
 from __future__ import annotations
 
@@ -65,6 +67,7 @@ def record(session: Session, samples: list[Sample], now: datetime) -> int:
         "INSERT INTO system_metrics (metric_name, metric_value, tags, sampled_at) "
         "SELECT name, value, tags, :at FROM unnest(CAST(:names AS text[]), CAST(:values AS numeric[]), "
         "CAST(:tags AS jsonb[])) AS s(name, value, tags) "
+        "WHERE NOT EXISTS (SELECT 1 FROM system_metrics WHERE resolution = 'minute' AND sampled_at = :at) "
         "ON CONFLICT (metric_name, resolution, sampled_at, tags) DO NOTHING"),
         {"at": minute, "names": [s[0] for s in samples], "values": [round(float(s[1]), 4) for s in samples],
          "tags": [_json(s[2]) for s in samples]}).rowcount
@@ -85,8 +88,8 @@ def downsample(session: Session, now: datetime) -> int:
             RETURNING metric_name, metric_value, tags, sampled_at
         )
         INSERT INTO system_metrics (metric_name, metric_value, tags, sampled_at, resolution)
-        SELECT metric_name, round(avg(metric_value), 4), tags, date_trunc('hour', sampled_at), 'hour'
-        FROM old GROUP BY metric_name, tags, date_trunc('hour', sampled_at)
+        SELECT metric_name, round(avg(metric_value), 4), tags, date_trunc('hour', sampled_at, 'UTC'), 'hour'
+        FROM old GROUP BY metric_name, tags, date_trunc('hour', sampled_at, 'UTC')
         ON CONFLICT (metric_name, resolution, sampled_at, tags) DO NOTHING
     """), {"cutoff": cutoff}).rowcount
 

@@ -8,12 +8,20 @@ nothing would be left to count ``followers_lost`` from: a row trigger records
 every gain and loss in ``follow_events``, in the writer's own transaction, for
 every writer (the web tier, a purge's cascade, a backfill).
 
+The counter-dirty UPDATE triggers are re-installed: their join of the
+transition tables is now planned at every firing (``EXECUTE``), where PL/pgSQL
+had kept the plan of a connection's first UPDATE, a nested loop made for no
+rows that a later 20,000-row update ran in quadratic time. Downgrading keeps
+the new bodies (they mark exactly the same rows).
+
 ``posts.views_count`` and ``posts.tags`` are added with constant defaults,
 which PostgreSQL 11+ does without rewriting the table.
 """
 from alembic import op
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
+
+from tasks.engagement.counters import trigger_ddl
 
 revision = '0010'
 down_revision = '0009'
@@ -189,13 +197,19 @@ def upgrade() -> None:
     op.create_index('idx_posts_tags', 'posts', ['tags'], unique=False, postgresql_using='gin')
     op.create_index('idx_shares_created_at_brin', 'shares', ['created_at'], unique=False, postgresql_using='brin')
     op.create_check_constraint(op.f('ck_posts_views_count_nonnegative'), 'posts', 'views_count >= 0')
+    # Pages written from now on keep 10 % free for HOT updates (views_count, engagement_score);
+    # existing pages follow as they are rewritten (a VACUUM FULL or pg_repack does it at once).
+    op.execute("ALTER TABLE posts SET (fillfactor = 90)")
     for statement in FOLLOW_TRIGGER_DDL:
+        op.execute(statement)
+    for statement in trigger_ddl():
         op.execute(statement)
 
 
 def downgrade() -> None:
     for statement in DROP_FOLLOW_TRIGGER_DDL:
         op.execute(statement)
+    op.execute("ALTER TABLE posts RESET (fillfactor)")
     op.drop_constraint(op.f('ck_posts_views_count_nonnegative'), 'posts', type_='check')
     op.drop_index('idx_shares_created_at_brin', table_name='shares', postgresql_using='brin')
     op.drop_index('idx_posts_tags', table_name='posts', postgresql_using='gin')
