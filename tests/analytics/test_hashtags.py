@@ -1,4 +1,5 @@
 """The pure #hashtag extractor: twitter-text boundary rules, one table, linear time."""
+import gc
 import time
 
 import pytest
@@ -41,6 +42,7 @@ CASES = [
     # what may not precede the hash sign
     ("&#39;", []),
     ("it&#39;s #fine", ["fine"]),
+    ("don&#x27;t", []),                          # a hex entity has letters: only the "&" rule stops it
     ("abc#tag", []),
     ("9#tag", []),
     ("_#tag", []),
@@ -136,7 +138,7 @@ def test_tags_past_the_parsed_part_are_ignored():
     assert extract_hashtags("#first " + filler + "#late") == ["first"]
 
 
-# Hostile texts of n characters, with what they must give. The runs of tag
+# Hostile texts of about n characters, with what they must give. The runs of tag
 # characters after different hash signs never overlap, so each is linear.
 HOSTILE = {
     "hash_signs": (lambda n: "#" * n, []),
@@ -157,13 +159,24 @@ HOSTILE = {
 SMALL = MAX_PARSED_CHARS // 4   # 4 * SMALL is parsed whole: the cap does not hide the growth
 
 
-def _best_time(text, repeats=5):
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        extract_hashtags(text)
-        best = min(best, time.perf_counter() - started)
-    return best
+def _growth(small, large, rounds=7):
+    """How many times longer the large text takes: best of interleaved runs each.
+
+    Interleaving and taking the best run keep a burst of load on the machine from
+    landing on one size only; the garbage collector is paused so its passes over
+    the whole test process's heap do not count as parsing time.
+    """
+    best = [float("inf"), float("inf")]
+    gc.disable()
+    try:
+        for _ in range(rounds):
+            for size, text in enumerate((small, large)):
+                started = time.perf_counter()
+                extract_hashtags(text)
+                best[size] = min(best[size], time.perf_counter() - started)
+    finally:
+        gc.enable()
+    return best[1] / best[0]
 
 
 @pytest.mark.parametrize(("build", "expected"), HOSTILE.values(), ids=HOSTILE.keys())
@@ -172,6 +185,10 @@ def test_hostile_text_is_parsed_correctly_in_linear_time(build, expected):
     assert 4 * SMALL - 60 <= len(large) <= MAX_PARSED_CHARS
     assert extract_hashtags(small) == expected
     assert extract_hashtags(large) == expected
-    # Four times the text may take about four times as long; quadratic work would take sixteen.
-    ratio = _best_time(large) / _best_time(small)
-    assert ratio < 8, f"4x the text took {ratio:.1f}x as long"
+    # Four times the text may take about four times as long; quadratic work would
+    # take sixteen. A busy machine can still slow every large run of one
+    # measurement, so it gets three tries; a quadratic parser fails all three.
+    ratios = []
+    while len(ratios) < 3 and (not ratios or ratios[-1] >= 8):
+        ratios.append(_growth(small, large))
+    assert ratios[-1] < 8, f"4x the text took {', '.join(f'{r:.1f}' for r in ratios)}x as long"
