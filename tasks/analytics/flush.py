@@ -124,11 +124,11 @@ class FlushData:
 
 def read(client, flush_id: str) -> FlushData:
     data = FlushData(flush_id)
-    # Its hashes can only be named after the days a live hash can exist for:
-    # no SCAN of the whole (broker's) keyspace.
+    # Its hashes can only be named after the days a live hash can exist for (a day either side of
+    # the claim's, for a clock a little off): no SCAN of the whole (broker's) keyspace.
     claimed_at = client.zscore(PENDING, flush_id)
     newest = datetime.fromtimestamp(claimed_at or datetime.now(timezone.utc).timestamp(), timezone.utc).date()
-    names = [flush_key(flush_id, (newest - timedelta(days=back)).strftime("%Y%m%d")) for back in range(LIVE_DAYS)]
+    names = [flush_key(flush_id, (newest - timedelta(days=back)).strftime("%Y%m%d")) for back in range(-1, LIVE_DAYS)]
     pipe = client.pipeline(transaction=False)
     for name in names:
         pipe.exists(name)
@@ -281,6 +281,23 @@ def forget(client, data: FlushData) -> None:
         pipe.delete(*data.flush_keys)
     pipe.zrem(PENDING, data.flush_id)
     pipe.execute()
+
+
+FLUSH_LAG_PROBLEM = timedelta(minutes=5)   # five missed beats of analytics.flush_counters
+
+
+def health(client, now: datetime) -> tuple[dict, list[str]]:
+    """For ``status``: counters waiting in Redis, and whether a flush has been pending too long."""
+    oldest = client.zrange(PENDING, 0, 0, withscores=True)
+    live = sum(client.hlen(keys.counters_key((now.date() - timedelta(days=back)).strftime("%Y%m%d")))
+               for back in range(LIVE_DAYS))
+    state = {"pending_flushes": client.zcard(PENDING), "live_counters": live,
+             "oldest_pending_s": round(now.timestamp() - oldest[0][1]) if oldest else None}
+    problems = []
+    if oldest and now.timestamp() - oldest[0][1] > FLUSH_LAG_PROBLEM.total_seconds():
+        problems.append(f"analytics: a flush has been pending {state['oldest_pending_s']} s "
+                        "(is analytics.flush_counters failing? see dead letters)")
+    return state, problems
 
 
 def pending(client) -> list[str]:

@@ -226,3 +226,31 @@ def test_the_client_module_needs_only_redis():
             "print(bad); sys.exit(1 if bad else 0)")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_status_reports_counters_waiting_and_a_flush_pending_too_long(world, counters_redis):
+    now = datetime.now(timezone.utc)
+    client.track_view(world.posts[0], None)
+    client.track_profile_view(world.users[0], None)
+    state, problems = flush.health(counters_redis, now)
+    assert state == {"pending_flushes": 0, "live_counters": 2, "oldest_pending_s": None} and problems == []
+    flush_id = flush.claim(counters_redis, now)
+    assert flush_id is not None          # a flusher died after claiming, six minutes ago:
+    counters_redis.zadd(flush.PENDING, {flush_id: (now - timedelta(minutes=6)).timestamp()})
+    state, problems = flush.health(counters_redis, now)
+    assert state["pending_flushes"] == 1 and state["live_counters"] == 0 and state["oldest_pending_s"] >= 360
+    assert len(problems) == 1 and "pending 36" in problems[0]
+    flush.flush(session_scope, counters_redis)
+    assert flush.health(counters_redis, now) == ({"pending_flushes": 0, "live_counters": 0,
+                                                  "oldest_pending_s": None}, [])
+
+
+def test_the_flush_task_runs_on_a_real_worker(celery_worker, world, counters_redis, clean_db):
+    from tasks.analytics.tasks import flush_counters
+
+    expected = track_some(world, seed=20, views=30, profile_views=10, pages=4)
+    result = flush_counters.delay().get(timeout=60)
+    assert result["status"] == "ok" and result["applied"] == 1
+    assert result["increments"] == sum(sum(c.values()) for c in expected.values())
+    assert_exact(clean_db, world, expected)
+    assert flush_counters.delay().get(timeout=60)["claimed"] is None

@@ -65,6 +65,7 @@ def collect(timeout: float = 2.0, canary_timeout: float = 10.0) -> dict:
         report["dead_letters"] = summary(session)
         report["delivery"] = _delivery(session, now, report["problems"])
     report["upkeep"] = _upkeep(now, report["problems"])
+    report["analytics"] = _analytics(now, report["problems"])
     entries = set(app.conf.beat_schedule or {})
     report["beat"] = {name: round((now - at).total_seconds()) for name, at in beats.items()
                       if name == "maintenance.beat_heartbeat"
@@ -100,6 +101,18 @@ def _upkeep(now: datetime, problems: list[str]) -> dict:
     return state
 
 
+def _analytics(now: datetime, problems: list[str]) -> dict:
+    from tasks.analytics import flush
+
+    try:
+        state, found = flush.health(flush.analytics_redis(), now)
+    except Exception as exc:  # noqa: BLE001 - the counters' Redis may be another server
+        problems.append(f"analytics counters unreachable: {type(exc).__name__}")
+        return {"error": type(exc).__name__}
+    problems.extend(found)
+    return state
+
+
 def main(as_json: bool = False) -> int:
     report = collect()
     if as_json:
@@ -125,6 +138,10 @@ def main(as_json: bool = False) -> int:
         runs = [f"{job} never" if last is None else f"{job} {last['status']} {last['age_s']} s ago"
                 for job, last in report["upkeep"].items()]
         print(f"upkeep (last run): {', '.join(runs)}")
+    if "analytics" in report and "error" not in report["analytics"]:
+        a = report["analytics"]
+        print(f"analytics: {a['live_counters']} live counters, {a['pending_flushes']} flush(es) pending"
+              + (f", the oldest {a['oldest_pending_s']} s" if a["oldest_pending_s"] is not None else ""))
     for name, age in report.get("beat", {}).items():
         print(f"last success {name}: {age} s ago")
     for problem in report["problems"]:
