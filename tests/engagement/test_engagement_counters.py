@@ -6,7 +6,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from tasks.engagement import reconcile as rc
-from tasks.engagement.counters import COUNTERS, PARENTS, counters_of, source_tables, trigger_ddl, trigger_names
+from tasks.engagement.counters import COUNTERS, PARENTS, counters_of, trigger_ddl, trigger_names
 from tests.engagement.conftest import (ALL_COUNTERS, add_posts, add_users, build_graph, counter_value,
                                       graph_counts_by_hand, stored_counts, wrong_counters)
 
