@@ -49,3 +49,28 @@ def blocked_by(engine, holder_pid: int, done: threading.Event, timeout: float = 
 def backend_pid(connection) -> int:
     """The server process id of a SQLAlchemy connection or session."""
     return connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+
+
+def in_threads(*calls: Callable[[], T], timeout: float = 60.0) -> list[T]:
+    """Run each call in a thread of its own, all at once; their results in order. The first
+    exception any of them raised is raised here; a call still running after ``timeout`` fails."""
+    results: list = [None] * len(calls)
+    errors: list[BaseException] = []
+
+    def run(index: int) -> None:
+        try:
+            results[index] = calls[index]()
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(index,)) for index in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    if any(thread.is_alive() for thread in threads):
+        raise AssertionError(f"a call was still running after {timeout}s")
+    if errors:
+        raise errors[0]
+    return results

@@ -48,11 +48,16 @@ def _json_object(name: str, value: dict | None) -> str | None:
     return encoded
 
 
-def _seen(session: Session, table: str, event_id: str) -> bool:
-    xact_lock(session, f"analytics.{table}", event_id)
-    return session.execute(text(
+def _insert_once(session: Session, table: str, insert_sql: str, params: dict) -> str:
+    """Run ``insert_sql`` (an INSERT … SELECT that inserts nothing when its user or post is gone)
+    unless an event with this id is already there: "recorded", "duplicate" or "gone"."""
+    xact_lock(session, f"analytics.{table}", params["id"])
+    seen = session.execute(text(
         f"SELECT 1 FROM {table} WHERE id = CAST(:id AS uuid) "
-        f"AND created_at > now() - interval '{REDELIVERY_WINDOW}'"), {"id": event_id}).first() is not None
+        f"AND created_at > now() - interval '{REDELIVERY_WINDOW}'"), {"id": params["id"]}).first()
+    if seen is not None:
+        return "duplicate"
+    return "recorded" if session.execute(text(insert_sql), params).rowcount else "gone"
 
 
 def record_engagement(session: Session, event_id: str, user_id: int, post_id: str, engagement_type: str,
@@ -63,16 +68,12 @@ def record_engagement(session: Session, event_id: str, user_id: int, post_id: st
                                f"got {engagement_type[:20]!r}")
     if not -MAX_VALUE <= value <= MAX_VALUE:
         raise InvalidArguments(f"value must be between {-MAX_VALUE} and {MAX_VALUE}, got {value}")
-    meta = _json_object("metadata", metadata)
-    if _seen(session, "user_engagement", event_id):
-        return "duplicate"
-    inserted = session.execute(text(
+    return _insert_once(session, "user_engagement", (
         "INSERT INTO user_engagement (id, user_id, post_id, engagement_type, value, metadata) "
         "SELECT CAST(:id AS uuid), u.id, p.id, :type, :value, CAST(:meta AS jsonb) "
         "FROM users AS u, posts AS p WHERE u.id = :user_id AND p.id = CAST(:post_id AS uuid)"),
         {"id": event_id, "user_id": user_id, "post_id": post_id, "type": engagement_type,
-         "value": round(value, 2), "meta": meta}).rowcount
-    return "recorded" if inserted else "gone"
+         "value": round(value, 2), "meta": _json_object("metadata", metadata)})
 
 
 def record_event(session: Session, event_id: str, user_id: int, event_type: str,
@@ -80,11 +81,7 @@ def record_event(session: Session, event_id: str, user_id: int, event_type: str,
     """Seed 004's raw log: any event type the web tier names; "recorded", "duplicate" or "gone"."""
     if not event_type or len(event_type) > MAX_EVENT_TYPE_LENGTH or not event_type.isprintable():
         raise InvalidArguments(f"event_type must be 1 to {MAX_EVENT_TYPE_LENGTH} printable characters")
-    data = _json_object("event_data", event_data)
-    if _seen(session, "analytics_events", event_id):
-        return "duplicate"
-    inserted = session.execute(text(
+    return _insert_once(session, "analytics_events", (
         "INSERT INTO analytics_events (id, user_id, event_type, event_data) "
         "SELECT CAST(:id AS uuid), id, :type, CAST(:data AS jsonb) FROM users WHERE id = :user_id"),
-        {"id": event_id, "user_id": user_id, "type": event_type, "data": data}).rowcount
-    return "recorded" if inserted else "gone"
+        {"id": event_id, "user_id": user_id, "type": event_type, "data": _json_object("event_data", event_data)})

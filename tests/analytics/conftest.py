@@ -4,6 +4,8 @@ and a few users and posts committed for real (flushers run in other processes)."
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -13,11 +15,12 @@ from sqlalchemy import text
 from tests.conftest import redis_url_for, truncate_all
 
 
-@pytest.fixture
-def counters_redis():
+@contextmanager
+def counters_redis_on(db: int) -> Iterator[redis.Redis]:
+    """Redis database ``db`` (emptied) as the counters' Redis, for the client and the flusher alike."""
     from tasks.analytics import client
 
-    url = redis_url_for(14)
+    url = redis_url_for(db)
     saved = os.environ.get("ANALYTICS_REDIS_URL")
     os.environ["ANALYTICS_REDIS_URL"] = url
     connection = redis.Redis.from_url(url)
@@ -32,6 +35,12 @@ def counters_redis():
             os.environ.pop("ANALYTICS_REDIS_URL", None)
         else:
             os.environ["ANALYTICS_REDIS_URL"] = saved
+
+
+@pytest.fixture
+def counters_redis():
+    with counters_redis_on(14) as connection:
+        yield connection
 
 
 @dataclass

@@ -6,6 +6,7 @@ import random
 import signal
 import subprocess
 import sys
+import functools
 import threading
 import time
 from collections import Counter
@@ -17,6 +18,7 @@ from sqlalchemy import text
 from db.session import session_scope
 from tasks.analytics import client, flush
 from tests.conftest import ROOT
+from tests.waiting import in_threads
 
 STEPS = ("claim", "claimed", "read", "upserted", "committed")
 
@@ -122,20 +124,8 @@ def test_two_flushers_on_the_same_pending_flush_count_it_once(world, counters_re
         if step == "read":
             both_read.wait()   # both hold the same data before either applies it
 
-    results, errors = [], []
-
-    def run() -> None:
-        try:
-            results.append(flush.flush(session_scope, counters_redis, checkpoint=wait_for_the_other))
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert errors == []
+    run = functools.partial(flush.flush, session_scope, counters_redis, checkpoint=wait_for_the_other)
+    results = in_threads(run, run)
     assert sorted(len(r.applied) for r in results) == [0, 1]
     assert sorted(len(r.already_applied) for r in results) == [0, 1]
     assert_exact(clean_db, world, expected)

@@ -3,6 +3,8 @@ mentions.extract, including two extractions of one post racing and two posts cre
 the same new tags at once."""
 from __future__ import annotations
 
+import functools
+import random
 import threading
 import uuid
 
@@ -12,7 +14,7 @@ from sqlalchemy import text
 import tasks.analytics.tags as tags_module
 from db.session import session_scope
 from tasks.analytics.tags import tag_post
-from tests.waiting import backend_pid, blocked_by, wait_for
+from tests.waiting import backend_pid, blocked_by, in_threads, wait_for
 
 
 def _user(connection, name: str = "tagger") -> int:
@@ -206,22 +208,13 @@ def test_two_runs_on_one_post_end_with_the_final_text(clean_db):
     with clean_db.begin() as connection:
         connection.execute(text("UPDATE posts SET content = '#new #newer' WHERE id = CAST(:p AS uuid)"), {"p": post})
     barrier = threading.Barrier(2)
-    errors: list[BaseException] = []
 
     def run():
-        try:
-            with session_scope() as session:
-                barrier.wait(10)
-                tag_post(session, post)
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
+        with session_scope() as session:
+            barrier.wait(10)
+            tag_post(session, post)
 
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert errors == []
+    in_threads(run, run)
     with clean_db.connect() as connection:
         assert _state(connection, post) == (["new", "newer"], {"new", "newer"})
 
@@ -281,8 +274,6 @@ def test_two_posts_adding_the_same_new_tags_in_opposite_order_do_not_deadlock(cl
 
 def test_many_posts_adding_overlapping_new_tags_at_once(clean_db):
     """Eight posts, each a shuffled mix of the same twenty new tags, tagged at once."""
-    import random
-
     names = [f"tag{chr(97 + n)}" for n in range(20)]
     rng = random.Random(7)
     with clean_db.begin() as connection:
@@ -292,22 +283,13 @@ def test_many_posts_adding_overlapping_new_tags_at_once(clean_db):
             chosen = rng.sample(names, 12)
             posts[_post(connection, author, " ".join(f"#{x}" for x in chosen))] = chosen
     barrier = threading.Barrier(len(posts))
-    errors: list[BaseException] = []
 
     def run(post_id):
-        try:
-            with session_scope() as session:
-                barrier.wait(10)
-                tag_post(session, post_id)
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
+        with session_scope() as session:
+            barrier.wait(10)
+            tag_post(session, post_id)
 
-    threads = [threading.Thread(target=run, args=(p,)) for p in posts]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert errors == []
+    in_threads(*(functools.partial(run, p) for p in posts))
     with clean_db.connect() as connection:
         counts = dict(connection.execute(text("SELECT name, count(*) FROM tags GROUP BY name")).all())
         assert set(counts.values()) == {1}

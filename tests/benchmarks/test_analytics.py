@@ -22,13 +22,13 @@ import time
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
-import redis
 from sqlalchemy import text
 
 from db.session import session_scope
 from tasks.analytics import client, flush, rollup
 from tests.benchmarks.conftest import Goal
-from tests.conftest import redis_url_for, truncate_all
+from tests.analytics.conftest import counters_redis_on
+from tests.conftest import truncate_all
 
 CALLS = 20_000
 USERS = 1_000
@@ -61,21 +61,8 @@ def bench_db(clean_db):
 
 @pytest.fixture
 def counters(bench_db):
-    url = redis_url_for(15)
-    connection = redis.Redis.from_url(url)
-    connection.flushdb()
-    client.configure(url)
-    import os
-
-    saved = os.environ.get("ANALYTICS_REDIS_URL")
-    os.environ["ANALYTICS_REDIS_URL"] = url
-    yield connection
-    client.configure(None)
-    connection.flushdb()
-    if saved is None:
-        os.environ.pop("ANALYTICS_REDIS_URL", None)
-    else:
-        os.environ["ANALYTICS_REDIS_URL"] = saved
+    with counters_redis_on(15) as connection:
+        yield connection
 
 
 def _viewed_posts(engine) -> list[tuple[str, int]]:
