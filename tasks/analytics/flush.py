@@ -26,6 +26,7 @@ step atomic and the flush id makes the PostgreSQL side idempotent.
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import uuid
@@ -40,10 +41,14 @@ from sqlalchemy.orm import Session
 import settings
 from tasks.analytics import client as keys
 from tasks.analytics.rollup import refresh_view_columns
+from workers.errors import TRANSIENT_ERRORS, JobError
+
+log = logging.getLogger("tasks.analytics.flush")
 
 PENDING = keys.PREFIX + "pending"
 FLUSH_PREFIX = keys.PREFIX + "f:"
 LIVE_DAYS = keys.KEY_TTL_SECONDS // 86400 + 1   # every day a live hash can still exist
+_MAX_COUNT = 2**31   # the daily columns are integers
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 # KEYS: the pending set, then pairs (live hash, its flush name). ARGV: flush id, now.
@@ -142,9 +147,11 @@ def read(client, flush_id: str) -> FlushData:
             count = int(raw_count)
             data.counters += 1
             data.increments += count
-            if kind in (keys.VIEW, keys.IMPRESSION) and _UUID.match(subject) and count > 0:
+            if not 0 < count < _MAX_COUNT:
+                data.rejected += 1   # no minute has two billion views of one post: a broken writer
+            elif kind in (keys.VIEW, keys.IMPRESSION) and _UUID.match(subject):
                 (data.views if kind == keys.VIEW else data.impressions)[(day, subject)] += count
-            elif kind == keys.PROFILE and subject.isdecimal() and 0 < int(subject) < 2**31 and count > 0:
+            elif kind == keys.PROFILE and subject.isdecimal() and 0 < int(subject) < 2**31:
                 data.profile_views[(day, int(subject))] += count
             else:
                 data.rejected += 1   # written by something other than the client; counted, never applied
@@ -326,11 +333,19 @@ def flush(session_factory, client, now: datetime | None = None,
     checkpoint("claim")
     result.claimed = claim(client, now)
     checkpoint("claimed")
+    failed = []
     for flush_id in pending(client):
         data = read(client, flush_id)
         checkpoint("read")
-        with session_factory() as session:
-            applied = apply(session, data, checkpoint)
+        try:
+            with session_factory() as session:
+                applied = apply(session, data, checkpoint)
+        except TRANSIENT_ERRORS:
+            raise   # the task retries; every pending flush is still there
+        except Exception:  # noqa: BLE001 - one flush PostgreSQL refuses must not hold up the others
+            log.exception("an analytics flush could not be applied; it stays pending in Redis")
+            failed.append(flush_id)
+            continue
         checkpoint("committed")
         forget(client, data)
         if applied:
@@ -339,4 +354,7 @@ def flush(session_factory, client, now: datetime | None = None,
             result.rejected += data.rejected
         else:
             result.already_applied.append(flush_id)
+    if failed:
+        raise JobError(f"{len(failed)} analytics flush(es) could not be applied and stay pending "
+                       f"({len(result.applied)} applied); see the worker log", code="flush_failed")
     return result

@@ -244,3 +244,33 @@ def test_the_flush_task_runs_on_a_real_worker(celery_worker, world, counters_red
     assert result["increments"] == sum(sum(c.values()) for c in expected.values())
     assert_exact(clean_db, world, expected)
     assert flush_counters.delay().get(timeout=60)["claimed"] is None
+
+
+def test_a_flush_postgresql_refuses_stays_pending_and_does_not_hold_up_the_others(world, counters_redis, clean_db):
+    from workers.errors import JobError
+
+    full, other = world.posts[0], world.posts[1]
+    today = datetime.now(timezone.utc).date()
+    with clean_db.begin() as connection:   # a daily counter at the integer limit: one more view overflows it
+        connection.execute(text(
+            "INSERT INTO post_daily_views (post_id, day, author_id, views) "
+            "VALUES (CAST(:p AS uuid), :d, :a, 2147483600)"), {"p": full, "d": today, "a": world.author_of(full)})
+    client.track_view(full, None)
+    for _ in range(60):
+        client.track_view(full, None)
+    poisoned = flush.claim(counters_redis, datetime.now(timezone.utc))
+    client.track_view(other, None)
+    with pytest.raises(JobError) as raised:
+        flush.flush(session_scope, counters_redis)
+    assert raised.value.code == "flush_failed"
+    assert stored(clean_db)["views_count"] == {other: 1}        # the later flush went through
+    assert flush.pending(counters_redis) == [poisoned]         # the refused one waits, whole
+    assert counters_redis.hget(flush.flush_key(poisoned, client.day_bucket()), f"v:{full}") == b"61"
+
+
+def test_counts_no_client_could_write_are_rejected(world, counters_redis, clean_db):
+    day = client.day_bucket()
+    counters_redis.hset(client.counters_key(day), mapping={f"v:{world.posts[0]}": 2**31, f"v:{world.posts[1]}": -5})
+    client.track_view(world.posts[2], None)
+    result = flush.flush(session_scope, counters_redis)
+    assert result.rejected == 2 and stored(clean_db)["views_count"] == {world.posts[2]: 1}
