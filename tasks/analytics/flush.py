@@ -127,6 +127,28 @@ class FlushData:
     flush_keys: list[str] = field(default_factory=list)
 
 
+# One page of a renamed hash with each field's unique count beside it: HSCAN, then PFCOUNT of
+# the field's HyperLogLog, in Redis, so a page is one round trip and Redis is never held for
+# more than a page (about 5,000 fields, milliseconds). KEYS: the hash. ARGV: the cursor, the
+# uniques' key prefix, the day. Returns the next cursor, then field, count, unique, field, …
+# (The HyperLogLog names are built here from the fields, so a Redis Cluster would need the
+# counters on one node; see docs/operations.md.)
+_READ_PAGE = """
+local page = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', 5000)
+local out = {page[1]}
+local fields = page[2]
+for i = 1, #fields, 2 do
+  local kind, subject = string.match(fields[i], '^(%a):(.+)$')
+  local unique = 0
+  if kind then unique = redis.call('PFCOUNT', ARGV[2] .. kind .. ':' .. ARGV[3] .. ':' .. subject) end
+  out[#out + 1] = fields[i]
+  out[#out + 1] = fields[i + 1]
+  out[#out + 1] = unique
+end
+return out
+"""
+
+
 def read(client, flush_id: str) -> FlushData:
     data = FlushData(flush_id)
     # Its hashes can only be named after the days a live hash can exist for (a day either side of
@@ -138,48 +160,37 @@ def read(client, flush_id: str) -> FlushData:
     for name in names:
         pipe.exists(name)
     data.flush_keys = [name for name, found in zip(names, pipe.execute()) if found]
+    read_page = client.register_script(_READ_PAGE)
     for name in data.flush_keys:
-        day = datetime.strptime(name.rsplit(":", 1)[1], "%Y%m%d").date()
-        # One reply: a renamed hash never changes again, and holds one field per post or profile seen
-        # in a minute (tens of thousands at most: milliseconds of Redis time).
-        for raw_field, raw_count in client.hgetall(name).items():
-            kind, _, subject = raw_field.decode().partition(":")
-            count = int(raw_count)
-            data.counters += 1
-            data.increments += count
-            if not 0 < count < _MAX_COUNT:
-                data.rejected += 1   # no minute has two billion views of one post: a broken writer
-            elif kind in (keys.VIEW, keys.IMPRESSION) and _UUID.match(subject):
-                (data.views if kind == keys.VIEW else data.impressions)[(day, subject)] += count
-            elif kind == keys.PROFILE and subject.isdecimal() and 0 < int(subject) < 2**31:
-                data.profile_views[(day, int(subject))] += count
-            else:
-                data.rejected += 1   # written by something other than the client; counted, never applied
-    _read_uniques(client, data)
+        bucket = name.rsplit(":", 1)[1]
+        day = datetime.strptime(bucket, "%Y%m%d").date()
+        cursor = b"0"
+        while True:
+            reply = read_page(keys=[name], args=[cursor, keys.UNIQUES, bucket])
+            cursor = reply[0]
+            for n in range(1, len(reply), 3):
+                _add(data, day, reply[n].decode(), int(reply[n + 1]), int(reply[n + 2]))
+            if cursor in (b"0", 0, "0"):
+                break
     return data
 
 
-# PFCOUNT of many keys, counted in Redis: one round trip per chunk instead of one command each.
-_PFCOUNTS = """
-local counts = {}
-for i, key in ipairs(KEYS) do counts[i] = redis.call('PFCOUNT', key) end
-return counts
-"""
-_PFCOUNT_CHUNK = 5000
-
-
-def _read_uniques(client, data: FlushData) -> None:
-    wanted = ([(data.unique_viewers, keys.VIEW, k) for k in data.views]
-              + [(data.impression_reach, keys.IMPRESSION, k) for k in data.impressions]
-              + [(data.profile_viewers, keys.PROFILE, k) for k in data.profile_views])
-    script = client.register_script(_PFCOUNTS)
-    buckets: dict[date, str] = {}
-    for start in range(0, len(wanted), _PFCOUNT_CHUNK):
-        chunk = wanted[start:start + _PFCOUNT_CHUNK]
-        names = [keys.uniques_key(kind, buckets.get(day) or buckets.setdefault(day, day.strftime("%Y%m%d")),
-                                  str(subject)) for _t, kind, (day, subject) in chunk]
-        for (target, _kind, key), estimate in zip(chunk, script(keys=names)):
-            target[key] = int(estimate)
+def _add(data: FlushData, day: date, name: str, count: int, unique: int) -> None:
+    kind, _, subject = name.partition(":")
+    data.counters += 1
+    data.increments += count
+    if not 0 < count < _MAX_COUNT:
+        data.rejected += 1   # no minute has two billion views of one post: a broken writer
+    elif kind in (keys.VIEW, keys.IMPRESSION) and _UUID.match(subject):
+        counts, uniques = ((data.views, data.unique_viewers) if kind == keys.VIEW
+                           else (data.impressions, data.impression_reach))
+        counts[(day, subject)] += count
+        uniques[(day, subject)] = unique
+    elif kind == keys.PROFILE and subject.isdecimal() and 0 < int(subject) < 2**31:
+        data.profile_views[(day, int(subject))] += count
+        data.profile_viewers[(day, int(subject))] = unique
+    else:
+        data.rejected += 1   # written by something other than the client; counted, never applied
 
 
 _CLAIM_FLUSH_SQL = text(
@@ -191,13 +202,14 @@ _CLAIM_FLUSH_SQL = text(
 # exist drop out, and are counted as rejected.
 _POST_VIEWS_SQL = text("""
     WITH counted AS (
-        -- Ids arrive as one comma-separated string and days as indexes into a short list of
-        -- days: adapting 20,000 Python strings or dates one by one costs more than the upsert.
+        -- Every column arrives as one comma-separated string (days as indexes into a short list):
+        -- adapting 20,000 Python values one by one costs as much as the upsert.
         SELECT c.post_id, (CAST(:day_list AS date[]))[c.day_index] AS day, c.views, c.unique_viewers,
                c.impressions, c.impression_reach
-        FROM unnest(CAST(string_to_array(:post_ids, ',') AS uuid[]), CAST(:day_indexes AS int[]),
-                    CAST(:views AS int[]), CAST(:uniques AS int[]), CAST(:impressions AS int[]),
-                    CAST(:reach AS int[]))
+        FROM unnest(CAST(string_to_array(:post_ids, ',') AS uuid[]),
+                    CAST(string_to_array(:day_indexes, ',') AS int[]), CAST(string_to_array(:views, ',') AS int[]),
+                    CAST(string_to_array(:uniques, ',') AS int[]),
+                    CAST(string_to_array(:impressions, ',') AS int[]), CAST(string_to_array(:reach, ',') AS int[]))
              AS c(post_id, day_index, views, unique_viewers, impressions, impression_reach)
     ), totals AS (
         SELECT post_id, sum(views) AS views FROM counted GROUP BY post_id
@@ -241,6 +253,26 @@ _PROFILE_VIEWS_SQL = text("""
 """)
 
 
+def _post_columns(data: FlushData, post_keys: list[tuple[date, str]]) -> dict:
+    """The statement's columns, each one comma-separated string, built in one pass."""
+    day_list = sorted({day for day, _post in post_keys})
+    index_of = {day: str(n + 1) for n, day in enumerate(day_list)}
+    views, uniques, impressions, reach = data.views, data.unique_viewers, data.impressions, data.impression_reach
+    columns: dict[str, list[str]] = {name: [] for name in
+                                     ("post_ids", "day_indexes", "views", "uniques", "impressions", "reach")}
+    post_ids, day_indexes = columns["post_ids"].append, columns["day_indexes"].append
+    view_counts, unique_counts = columns["views"].append, columns["uniques"].append
+    impression_counts, reach_counts = columns["impressions"].append, columns["reach"].append
+    for key in post_keys:
+        post_ids(key[1])
+        day_indexes(index_of[key[0]])
+        view_counts(str(views.get(key, 0)))
+        unique_counts(str(uniques.get(key, 0)))
+        impression_counts(str(impressions.get(key, 0)))
+        reach_counts(str(reach.get(key, 0)))
+    return {"day_list": day_list, **{name: ",".join(values) for name, values in columns.items()}}
+
+
 def apply(session: Session, data: FlushData, checkpoint: Checkpoint = _no_checkpoint) -> bool:
     """Add one flush's counts in the caller's transaction; False if it was applied before."""
     claimed = session.execute(_CLAIM_FLUSH_SQL, {
@@ -248,19 +280,11 @@ def apply(session: Session, data: FlushData, checkpoint: Checkpoint = _no_checkp
         "rejected": data.rejected}).first()
     if claimed is None:
         return False
-    post_keys = sorted(set(data.views) | set(data.impressions))
+    post_keys = list(data.views.keys() | data.impressions.keys())   # the SQL sorts what it writes
     touched: dict[date, set[int]] = defaultdict(set)
     kept = 0
     if post_keys:
-        day_list = sorted({d for d, _p in post_keys})
-        index_of = {d: n + 1 for n, d in enumerate(day_list)}
-        for author, day, posts in session.execute(_POST_VIEWS_SQL, {
-                "post_ids": ",".join(p for _d, p in post_keys), "day_list": day_list,
-                "day_indexes": [index_of[d] for d, _p in post_keys],
-                "views": [data.views.get(k, 0) for k in post_keys],
-                "uniques": [data.unique_viewers.get(k, 0) for k in post_keys],
-                "impressions": [data.impressions.get(k, 0) for k in post_keys],
-                "reach": [data.impression_reach.get(k, 0) for k in post_keys]}):
+        for author, day, posts in session.execute(_POST_VIEWS_SQL, _post_columns(data, post_keys)):
             touched[day].add(author)
             kept += posts
     checkpoint("upserted")
