@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger, Boolean, CheckConstraint, DateTime, Double, Enum, ForeignKey, Identity, Index, Integer,
-    String, Text, UniqueConstraint, Uuid, text,
+    String, Text, UniqueConstraint, text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
