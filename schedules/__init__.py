@@ -12,6 +12,11 @@ def every(seconds: float, task: str, **extra) -> dict:
             "options": {"expires": seconds, **extra.pop("options", {})}, **extra}
 
 
+def at(task: str, expires: float, **when) -> dict:
+    """A crontab entry (``when`` as crontab's arguments) that expires after ``expires`` seconds."""
+    return {"task": task, "schedule": crontab(**when), "options": {"expires": expires}}
+
+
 beat_schedule = {
     # BEAT_HEARTBEAT_SECONDS shortens it for the two-beats chaos test.
     "beat-heartbeat": every(settings.current().beat_heartbeat_seconds, "maintenance.beat_heartbeat"),
@@ -22,25 +27,19 @@ beat_schedule = {
     "engagement-reconcile-dirty": every(30, "engagement.reconcile_dirty"),
     "delivery-dispatch-due": every(15, "delivery.dispatch_due"),
     # Every hour on the hour (+2 min): each user's local 08:00–08:59 falls in exactly one run.
-    "delivery-send-digests": {"task": "delivery.send_digests", "schedule": crontab(minute=2),
-                              "options": {"expires": 3000}},
+    "delivery-send-digests": at("delivery.send_digests", 3000, minute=2),
     # Upkeep, at night (UTC), spread out so no two heavy jobs start together.
-    "upkeep-ensure-partitions": {"task": "upkeep.ensure_partitions", "schedule": crontab(hour=0, minute=7),
-                                 "options": {"expires": 3600}},
-    "upkeep-backup": {"task": "upkeep.backup", "schedule": crontab(hour=1, minute=23), "options": {"expires": 3600}},
-    "upkeep-apply-retention": {"task": "upkeep.apply_retention", "schedule": crontab(hour=2, minute=37),
-                               "options": {"expires": 3600}},
-    "upkeep-purge-soft-deleted": {"task": "upkeep.purge_soft_deleted", "schedule": crontab(hour=2, minute=53),
-                                  "options": {"expires": 3600}},
+    "upkeep-ensure-partitions": at("upkeep.ensure_partitions", 3600, hour=0, minute=7),
+    "upkeep-backup": at("upkeep.backup", 3600, hour=1, minute=23),
+    "upkeep-apply-retention": at("upkeep.apply_retention", 3600, hour=2, minute=37),
+    "upkeep-purge-soft-deleted": at("upkeep.purge_soft_deleted", 3600, hour=2, minute=53),
     "upkeep-sweep-stuck-media": every(900, "upkeep.sweep_stuck_media"),
     "analytics-flush-counters": every(60, "analytics.flush_counters"),
     "analytics-sample-system-metrics": every(60, "analytics.sample_system_metrics"),
     "analytics-update-trending-tags": every(600, "analytics.update_trending_tags"),
     # Hourly at :11, after the flush of the hour's first minute; yesterday is final from 02:11 UTC.
-    "analytics-rollup-daily": {"task": "analytics.rollup_daily", "schedule": crontab(minute=11),
-                               "options": {"expires": 3000}},
+    "analytics-rollup-daily": at("analytics.rollup_daily", 3000, minute=11),
     # Nightly at 03:17 UTC, off the hour when other nightly jobs start. The sweep's own
     # singleton claim (counter_runs + advisory lock) covers a second beat or a manual run.
-    "engagement-sweep-all": {"task": "engagement.sweep_all", "schedule": crontab(hour=3, minute=17),
-                             "options": {"expires": 3600}},
+    "engagement-sweep-all": at("engagement.sweep_all", 3600, hour=3, minute=17),
 }
