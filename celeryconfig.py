@@ -42,7 +42,7 @@ timezone = "UTC"
 
 # --- Queues and routing (by task-name prefix; nowhere else).
 QUEUE_NAMES = ("images", "mentions", "notifications", "engagement", "feed", "delivery", "upkeep", "analytics",
-               "maintenance")
+               "graph", "moderation", "maintenance")
 task_queues = tuple(Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUE_NAMES)
 task_default_queue = "maintenance"
 task_create_missing_queues = False
@@ -62,6 +62,9 @@ QUEUE_TIME_LIMITS = {
     "upkeep": (1500, 1700),
     # A flush of a minute's counters, one day's rollup (a few seconds at 1 M rows), a sample.
     "analytics": (120, 180),
+    "graph": (60, 90),           # one pair's notifications, one conversation's mark-read
+    # One text through the classifier is milliseconds; the sweep scores a bounded chunk.
+    "moderation": (60, 90),
     "maintenance": (600, 900),   # dispatchers and sweeps
 }
 

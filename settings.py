@@ -192,6 +192,11 @@ class Settings:
     trending_min_users: int = _setting(
         "TRENDING_MIN_USERS", 3, "Distinct users a tag needs in the last 24 h to trend.", minimum=1)
 
+    # --- Moderation ---------------------------------------------------------------
+    moderation_hide_threshold: float = _setting(
+        "MODERATION_HIDE_THRESHOLD", 0.8, "`automated_score` above which `moderation.score_content` flags a post "
+        "or comment and hides it from every reader until a moderator decides.", minimum=0, maximum=1)
+
     # --- Operator endpoints and logs -------------------------------------------
     flower_basic_auth: str | None = _setting(
         "FLOWER_BASIC_AUTH", None, "`user:password[,user:password…]` for Flower. Generated when unset "

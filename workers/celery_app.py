@@ -11,6 +11,8 @@ TASK_MODULES = [
     "tasks.delivery.tasks",
     "tasks.upkeep.tasks",
     "tasks.analytics.tasks",
+    "tasks.graph.tasks",
+    "tasks.moderation.tasks",
 ]
 
 app = Celery("social_jobs", include=TASK_MODULES)

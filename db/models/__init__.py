@@ -11,12 +11,24 @@ from db.models.delivery import (
 from db.models.events import AuditLog, UserEngagement, UserEngagementArchive
 from db.models.engagement import CounterDirty, CounterDrift, CounterRun, CounterRunChunk
 from db.models.feed import FeedItem
+from db.models.graph import (
+    CommentReaction, Conversation, ConversationMember, Friendship, Group, GroupMember, Message,
+)
+from db.models.moderation import ContentModeration
 from db.models.media import MediaFile, ProcessingStatus
 from db.models.notifications import Notification, NotificationRateLimit
 from db.models.operations import DeadLetter, JobHeartbeat, UpkeepRun
 from db.models.social import Comment, EmojiReaction, Follow, Like, Post, Share, User
 
 __all__ = [
+    "CommentReaction",
+    "ContentModeration",
+    "Conversation",
+    "ConversationMember",
+    "Friendship",
+    "Group",
+    "GroupMember",
+    "Message",
     "AnalyticsDay",
     "AnalyticsEvent",
     "AnalyticsFlush",

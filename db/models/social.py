@@ -78,6 +78,9 @@ class User(Base):
     followers_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0", default=0)
     following_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0", default=0)
     posts_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0", default=0)
+    # Seed 004's graph, kept exact the same way: accepted friendships, and messages received unread.
+    friends_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0", default=0)
+    unread_messages_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0", default=0)
     deleted_at: Mapped[datetime | None] = soft_delete_column()
 
     posts: Mapped[list[Post]] = relationship(back_populates="author", passive_deletes=True)
@@ -94,8 +97,10 @@ class User(Base):
         CheckConstraint(
             "websites IS NULL OR (jsonb_typeof(websites) = 'array' "
             "AND jsonb_array_length(websites) <= 5)", name="websites_max_5"),
-        *_nonnegative("followers_count", "following_count", "posts_count"),
-        _counters_covering_index("users", "followers_count", "following_count", "posts_count"),
+        *_nonnegative("followers_count", "following_count", "posts_count", "friends_count",
+                      "unread_messages_count"),
+        _counters_covering_index("users", "followers_count", "following_count", "posts_count", "friends_count",
+                                 "unread_messages_count"),
         soft_deleted_index("users"),
     )
 
@@ -128,6 +133,14 @@ class Post(Base):
     tags: Mapped[list[str]] = mapped_column(ARRAY(String(100)), nullable=False, server_default=text("'{}'"),
                                             default=list)
 
+    # Seed 004: who may see the post. 'public' reaches everyone, 'friends' accepted friends only,
+    # 'custom' (an audience list the web tier keeps) nobody but the author in our jobs.
+    privacy_level: Mapped[str] = mapped_column(String(20), nullable=False, server_default="public",
+                                               default="public")
+    # Set while moderation holds the post (FLAGGED, then REJECTED): hidden from every reader.
+    moderation_hidden: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"),
+                                                    default=False)
+
     author: Mapped[User] = relationship(back_populates="posts")
 
     __table_args__ = (
@@ -140,6 +153,7 @@ class Post(Base):
               postgresql_where=text("engagement_score > 0")),
         *_nonnegative("hearts_count", "reactions_count", "shares_count", "comments_count", "views_count"),
         Index("idx_posts_tags", "tags", postgresql_using="gin"),
+        CheckConstraint("privacy_level IN ('public', 'friends', 'custom')", name="privacy_level_valid"),
         _counters_covering_index("posts", "hearts_count", "reactions_count", "shares_count", "comments_count"),
         soft_deleted_index("posts"),
     )
@@ -209,8 +223,13 @@ class Comment(Base):
     updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), onupdate=text("now()"))
     replies_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0", default=0)
     deleted_at: Mapped[datetime | None] = soft_delete_column()
+    # Seed 004's comments.like_count: every reaction on the comment (comment_reactions).
+    like_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0", default=0)
+    moderation_hidden: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"),
+                                                    default=False)
 
-    __table_args__ = (*_nonnegative("replies_count"), _counters_covering_index("comments", "replies_count"),
+    __table_args__ = (*_nonnegative("replies_count", "like_count"),
+                      _counters_covering_index("comments", "replies_count", "like_count"),
                       soft_deleted_index("comments"), created_at_brin("comments"))
 
 

@@ -20,19 +20,20 @@ from sqlalchemy.orm import Session
 
 import settings
 from db.locks import try_xact_lock
+from db.visibility import public_post_sql
 
 TRENDING_LIMIT = 20
 BASELINE_DAYS = 7
 
 # Window k = 0 is the last 24 h, 1..7 the days before; one pass over 8 days of posts.
-_USES_SQL = text("""
+_USES_SQL = text(f"""
     SELECT pt.tag_id, t.name,
            floor(extract(epoch FROM (:now - p.created_at)) / 86400)::int AS age_days,
            count(DISTINCT p.author_id) AS users
     FROM posts AS p
     JOIN post_tags AS pt ON pt.post_id = p.id
     JOIN tags AS t ON t.id = pt.tag_id
-    WHERE p.created_at > :since AND p.created_at <= :now AND p.is_public AND p.deleted_at IS NULL
+    WHERE p.created_at > :since AND p.created_at <= :now AND {public_post_sql("p")}
     GROUP BY 1, 2, 3
 """)
 

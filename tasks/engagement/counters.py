@@ -26,12 +26,22 @@ class CounterSpec:
     source_fk: str             # column of the source that points at the parent's id
     filter_sql: str | None = None        # extra condition on source rows (in the source's terms)
     filter_columns: tuple[str, ...] = ()  # columns the filter reads: an UPDATE of them marks dirty
+    # A symmetric relation: the row counts once for the parent at each end (a friendship
+    # counts for user1 and for user2). None for an ordinary one-sided count.
+    second_fk: str | None = None
+
+    @property
+    def fks(self) -> tuple[str, ...]:
+        return (self.source_fk,) if self.second_fk is None else (self.source_fk, self.second_fk)
 
 
 PARENTS: dict[str, ParentSpec] = {
     "posts": ParentSpec("posts", "uuid"),
     "users": ParentSpec("users", "integer"),
     "comments": ParentSpec("comments", "uuid"),
+    "groups": ParentSpec("groups", "uuid"),
+    # '<conversation id>:<user id>', computed (db/models/graph.py: ConversationMember).
+    "conversation_members": ParentSpec("conversation_members", "text"),
 }
 
 COUNTERS: tuple[CounterSpec, ...] = (
@@ -43,7 +53,22 @@ COUNTERS: tuple[CounterSpec, ...] = (
     CounterSpec("users", "followers_count", "follows", "followed_id", "status = 'active'", ("status",)),
     CounterSpec("users", "following_count", "follows", "follower_id", "status = 'active'", ("status",)),
     CounterSpec("users", "posts_count", "posts", "author_id"),
+    # Seed 004's graph (db/models/graph.py).
+    CounterSpec("users", "friends_count", "friendships", "user1_id", "status = 'accepted'", ("status",),
+                second_fk="user2_id"),
+    CounterSpec("users", "unread_messages_count", "messages", "receiver_id", "NOT is_read", ("is_read",)),
+    CounterSpec("conversation_members", "unread_count", "messages", "inbox_id", "NOT is_read", ("is_read",)),
+    CounterSpec("comments", "like_count", "comment_reactions", "comment_id"),
+    CounterSpec("groups", "member_count", "group_members", "group_id"),
 )
+
+# The source tables of the Grateful schema (migrations 0004 and 0010 install their triggers).
+GRATEFUL_SOURCES = ("likes", "emoji_reactions", "shares", "comments", "follows", "posts")
+
+
+def counters_on(sources: tuple[str, ...], counters: tuple[CounterSpec, ...] = COUNTERS) -> tuple[CounterSpec, ...]:
+    """The counters of these source tables: what a migration that knows only them installs."""
+    return tuple(c for c in counters if c.source_table in sources)
 
 
 def counters_of(parent_table: str, counters: tuple[CounterSpec, ...] = COUNTERS) -> tuple[CounterSpec, ...]:
@@ -60,15 +85,29 @@ def source_tables(counters: tuple[CounterSpec, ...] = COUNTERS) -> tuple[str, ..
 
 # --- recount SQL -----------------------------------------------------------------
 
+def _parent_ids(counter: CounterSpec, key_filter: str) -> str:
+    """SELECT parent_id: one row per counted source row and end (two ends for a symmetric count)."""
+    selects = []
+    for fk in counter.fks:
+        conditions = [f"{fk} IS NOT NULL", key_filter.format(fk=fk)]
+        if counter.filter_sql:
+            conditions.append(f"({counter.filter_sql})")
+        selects.append(f"SELECT {fk} AS parent_id FROM {counter.source_table} WHERE {' AND '.join(conditions)}")
+    return " UNION ALL ".join(selects)
+
+
 def _aggregate(counter: CounterSpec, index: int, key_filter: str) -> str:
     """``count(*)`` of one counter's source rows, grouped by parent id, bounded by ``key_filter``
     (a condition on the placeholder ``{fk}``) so the scan is a range or an id list, never the table."""
-    conditions = [f"{counter.source_fk} IS NOT NULL", key_filter.format(fk=counter.source_fk)]
-    if counter.filter_sql:
-        conditions.append(f"({counter.filter_sql})")
-    return (f"LEFT JOIN (SELECT {counter.source_fk} AS parent_id, count(*) AS n FROM {counter.source_table} "
-            f"WHERE {' AND '.join(conditions)} GROUP BY {counter.source_fk}) s{index} "
-            f"ON s{index}.parent_id = p.id")
+    if counter.second_fk is None:
+        conditions = [f"{counter.source_fk} IS NOT NULL", key_filter.format(fk=counter.source_fk)]
+        if counter.filter_sql:
+            conditions.append(f"({counter.filter_sql})")
+        source = (f"SELECT {counter.source_fk} AS parent_id, count(*) AS n FROM {counter.source_table} "
+                  f"WHERE {' AND '.join(conditions)} GROUP BY {counter.source_fk}")
+    else:
+        source = f"SELECT parent_id, count(*) AS n FROM ({_parent_ids(counter, key_filter)}) e GROUP BY parent_id"
+    return f"LEFT JOIN ({source}) s{index} ON s{index}.parent_id = p.id"
 
 
 def truth_select(parent_table: str, parent_filter: str, key_filter: str,
@@ -184,6 +223,8 @@ def exists_sql(parent_table: str) -> str:
 
 def aggregate_floor_sql(counter: CounterSpec) -> str:
     """The bare aggregate over one counter's whole source: the benchmark's floor."""
+    if counter.second_fk is not None:
+        return f"SELECT parent_id, count(*) FROM ({_parent_ids(counter, 'TRUE')}) e GROUP BY parent_id"
     where = f" WHERE {counter.filter_sql}" if counter.filter_sql else ""
     return (f"SELECT {counter.source_fk}, count(*) FROM {counter.source_table}{where} "
             f"GROUP BY {counter.source_fk}")
@@ -199,10 +240,15 @@ def _function_name(source_table: str, event: str) -> str:
     return f"counter_dirty_mark_{source_table}_{event.lower()}"
 
 
+def _parent_fks(specs: tuple[CounterSpec, ...]) -> list[tuple[str, str]]:
+    """The distinct (parent table, fk column) pairs of a source's counters."""
+    return list(dict.fromkeys((c.parent_table, fk) for c in specs for fk in c.fks))
+
+
 def _mark_selects(specs: tuple[CounterSpec, ...], alias: str, from_clause: str) -> list[str]:
     """One SELECT of (parent table, parent id) per distinct (parent table, fk) of a source."""
     selects = []
-    for parent, fk in dict.fromkeys((c.parent_table, c.source_fk) for c in specs):
+    for parent, fk in _parent_fks(specs):
         where = f"{alias}.{fk} IS NOT NULL"
         selects.append(f"SELECT DISTINCT '{parent}'::text, {alias}.{fk}::text FROM {from_clause} WHERE {where}")
     return selects
@@ -229,7 +275,8 @@ def trigger_ddl(counters: tuple[CounterSpec, ...] = COUNTERS) -> list[str]:
     statements = []
     for source in source_tables(counters):
         specs = tuple(c for c in counters if c.source_table == source)
-        watched = list(dict.fromkeys([c.source_fk for c in specs] + [col for c in specs for col in c.filter_columns]))
+        watched = list(dict.fromkeys([fk for c in specs for fk in c.fks]
+                                     + [col for c in specs for col in c.filter_columns]))
         bodies = {
             "INSERT": "INSERT INTO counter_dirty (parent_table, parent_id)\n    "
                       + "\n    UNION\n    ".join(_mark_selects(specs, "n", "new_rows n")),
@@ -261,7 +308,7 @@ def trigger_ddl(counters: tuple[CounterSpec, ...] = COUNTERS) -> list[str]:
 def _update_mark(specs: tuple[CounterSpec, ...]) -> str:
     """The old and the new parent of one updated row, for every (parent table, fk) of a source."""
     values = []
-    for parent, fk in dict.fromkeys((c.parent_table, c.source_fk) for c in specs):
+    for parent, fk in _parent_fks(specs):
         values += [f"('{parent}', OLD.{fk}::text)", f"('{parent}', NEW.{fk}::text)"]
     return ("INSERT INTO counter_dirty (parent_table, parent_id)\n    "
             f"SELECT DISTINCT t, id FROM (VALUES {', '.join(values)}) AS m(t, id) WHERE id IS NOT NULL")

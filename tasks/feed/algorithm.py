@@ -21,11 +21,16 @@ A post's score in one viewer's feed is
 * relationship = MUTUAL_MULTIPLIER for authors who follow the viewer back,
   FOLLOW_MULTIPLIER for authors the viewer follows, 1 otherwise (trending).
 
-Eligibility, for every candidate: not the viewer's own post, public
-(``is_public``), created within CANDIDATE_WINDOW before now and not after it,
-and no ``blocked`` follow row between viewer and author in either direction.
+Eligibility, for every candidate: not the viewer's own post, visible to the
+viewer (db/visibility.py: public, not soft-deleted, not held by moderation;
+a ``friends`` post only for the author's accepted friends), created within
+CANDIDATE_WINDOW before now and not after it, and no ``blocked`` row between
+viewer and author, in follows or friendships, in either direction.
 
-Candidates: posts of actively followed authors in the window; the global
+An accepted friend counts as a mutual follow (MUTUAL_MULTIPLIER, reason
+``mutual``), whether or not either follows the other.
+
+Candidates: posts of actively followed authors and of friends in the window; the global
 trending top TRENDING_TOP_K (``popular_posts``); the RECENT_POOL newest public
 posts.
 

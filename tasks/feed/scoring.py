@@ -17,6 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from db import locks
+from db.visibility import blocks_of_sql, friends_of_sql, post_visible_sql, public_post_sql
 from db.locks import KEYS_PER_TRANSACTION, lock_key, try_xact_lock_many, xact_lock_many
 from tasks.feed import algorithm as A
 
@@ -32,24 +33,25 @@ USERS_PER_TRANSACTION = KEYS_PER_TRANSACTION
 def _score_sql() -> str:
     engagement = A.engagement_sql("p")
     decay = A.decay_sql("p.created_at")
+    ids = "CAST(:user_ids AS integer[])"
     return f"""
 WITH viewers AS (  -- a user deleted since dispatch simply drops out
-    SELECT id AS user_id FROM users WHERE id = ANY(CAST(:user_ids AS integer[]))
+    SELECT id AS user_id FROM users WHERE id = ANY({ids})
 ),
-rel AS (  -- authors each viewer actively follows, and whether they follow back
-    SELECT f.follower_id AS user_id, f.followed_id AS author_id,
-           EXISTS (SELECT 1 FROM follows b
-                   WHERE b.follower_id = f.followed_id AND b.followed_id = f.follower_id
-                     AND b.status = 'active') AS mutual
-    FROM follows f
-    WHERE f.follower_id = ANY(CAST(:user_ids AS integer[])) AND f.status = 'active'
+rel AS (  -- authors each viewer actively follows or is an accepted friend of (a friend counts as mutual)
+    SELECT user_id, author_id, bool_or(mutual) AS mutual, bool_or(friend) AS friend FROM (
+        SELECT f.follower_id AS user_id, f.followed_id AS author_id,
+               EXISTS (SELECT 1 FROM follows b
+                       WHERE b.follower_id = f.followed_id AND b.followed_id = f.follower_id
+                         AND b.status = 'active') AS mutual, false AS friend
+        FROM follows f
+        WHERE f.follower_id = ANY({ids}) AND f.status = 'active'
+        UNION ALL
+        SELECT user_id, friend_id, true, true FROM ({friends_of_sql(ids)}) fr
+    ) r GROUP BY user_id, author_id
 ),
-blocked AS (  -- either direction
-    SELECT follower_id AS user_id, followed_id AS author_id FROM follows
-    WHERE follower_id = ANY(CAST(:user_ids AS integer[])) AND status = 'blocked'
-    UNION
-    SELECT followed_id, follower_id FROM follows
-    WHERE followed_id = ANY(CAST(:user_ids AS integer[])) AND status = 'blocked'
+blocked AS (  -- either direction, follows or friendships
+    SELECT user_id, other_id AS author_id FROM ({blocks_of_sql(ids)}) b
 ),
 global_ids AS (
     SELECT id, bool_or(trending) AS trending FROM (
@@ -57,14 +59,14 @@ global_ids AS (
          ORDER BY engagement_score DESC LIMIT :trending_k)
         UNION ALL
         (SELECT id, false FROM posts
-         WHERE is_public AND created_at <= :now AND created_at >= :window_start
+         WHERE {public_post_sql("posts")} AND created_at <= :now AND created_at >= :window_start
          ORDER BY created_at DESC LIMIT :recent_pool)
     ) g GROUP BY id
 ),
 global_posts AS (  -- the view may be up to one trending cycle old: re-check eligibility
     SELECT p.id, p.author_id, p.created_at, g.trending, {engagement} * {decay} AS base_score
     FROM global_ids g JOIN posts p ON p.id = g.id
-    WHERE p.is_public AND p.created_at <= :now AND p.created_at >= :window_start
+    WHERE {public_post_sql("p")} AND p.created_at <= :now AND p.created_at >= :window_start
 ),
 pool AS (
     SELECT r.user_id, p.id AS post_id, p.author_id, p.created_at, true AS scorable,
@@ -73,7 +75,7 @@ pool AS (
              * CASE WHEN r.mutual THEN :mutual_mult ELSE :follow_mult END AS score
     FROM rel r
     JOIN posts p ON p.author_id = r.author_id
-    WHERE p.is_public AND p.created_at <= :now AND p.created_at >= :window_start
+    WHERE {post_visible_sql("p", "r.friend")} AND p.created_at <= :now AND p.created_at >= :window_start
     UNION ALL
     SELECT v.user_id, g.id, g.author_id, g.created_at, g.trending,
            CASE WHEN g.trending THEN 'trending' ELSE 'recent' END,

@@ -59,10 +59,13 @@ class Event:
     event_at: datetime
     dedupe_key: str
     extra: dict = field(default_factory=dict)
+    scope_id: str | None = None   # the comment or conversation a batch gathers; the post by default
 
     def __post_init__(self):
         # Rate-limit windows are UTC clock hours, whatever the session's TimeZone.
         self.event_at = self.event_at.astimezone(timezone.utc)
+        if self.scope_id is None:
+            self.scope_id = self.post_id
 
     @property
     def config(self):
@@ -70,7 +73,7 @@ class Event:
 
     @property
     def batch_key(self) -> str:
-        return self.config.batch_key(post_id=self.post_id, recipient_id=self.recipient_id)
+        return self.config.batch_key(scope_id=self.scope_id, recipient_id=self.recipient_id)
 
     @property
     def overflow_key(self) -> str:
@@ -157,8 +160,11 @@ WHERE n.id = v.id
 # Which BATCH_TEXTS entry a parent uses; mirrors config.batch_text_key.
 _TEXT_KEY_SQL = """CASE WHEN p.type = 'post_interaction'
                 THEN 'post_interaction:' || CASE WHEN {ntypes} = 1 THEN {only_type} ELSE '*' END
-              WHEN p.batch_key LIKE p.type || ':user:%' THEN p.type || ':' || 'user'
-              ELSE p.type || ':' || 'post' END"""
+              ELSE p.type || ':' || split_part(p.batch_key, ':', 2) END"""
+
+# The batch message from its template: the count, and the sender a conversation batch names.
+_MESSAGE_SQL = ("replace(replace(CAST(:texts AS jsonb) -> counted.text_key ->> 1, '{count}', counted.n::text), "
+                "'{actor}', coalesce(n.data ->> 'actor_username', ''))")
 
 # Recompute batch_count from the children (never "+= 1": a retried task must not
 # drift the count) and refresh the texts, in one statement (used by retract).
@@ -175,7 +181,7 @@ WITH counted AS (
 UPDATE notifications AS n
 SET batch_count = counted.n,
     title = CAST(:texts AS jsonb) -> counted.text_key ->> 0,
-    message = replace(CAST(:texts AS jsonb) -> counted.text_key ->> 1, '{count}', counted.n::text),
+    message = """ + _MESSAGE_SQL + """,
     last_updated_at = greatest(n.last_updated_at, coalesce(bumps.at, n.last_updated_at)),
     read = CASE WHEN bumps.at IS NULL THEN n.read ELSE false END,
     read_at = CASE WHEN bumps.at IS NULL THEN n.read_at ELSE NULL END
@@ -207,7 +213,7 @@ WITH new_rows AS (
 UPDATE notifications AS n
 SET batch_count = counted.n,
     title = CAST(:texts AS jsonb) -> counted.text_key ->> 0,
-    message = replace(CAST(:texts AS jsonb) -> counted.text_key ->> 1, '{count}', counted.n::text),
+    message = """ + _MESSAGE_SQL + """,
     last_updated_at = greatest(n.last_updated_at, counted.at), read = false, read_at = NULL
 FROM counted WHERE n.id = counted.id
 """)
@@ -231,7 +237,8 @@ _TEXTS_JSON = json.dumps({key: list(value) for key, value in BATCH_TEXTS.items()
 def _single_texts(event: Event) -> tuple[str, str]:
     config = event.config
     values = {"actor": event.actor_name, "emoji": event.extra.get("emoji_code") or "an emoji",
-              "where": "comment" if event.extra.get("comment_id") else "post"}
+              "where": "comment" if event.extra.get("comment_id") else "post",
+              "reason": event.extra.get("reason") or "it broke the community rules"}
     return config.single_title, config.single_template.format_map(values)
 
 
@@ -247,7 +254,10 @@ def _row(event: Event, *, parent_id: str | None, batch_key: str) -> dict:
 
 
 def _parent_row(event: Event, *, batch_key: str, parent_type: str) -> dict:
-    data = {"post_id": event.post_id} if event.post_id and ":post:" in batch_key else None
+    scope = batch_key.split(":")[1]
+    data = None if scope == "user" else {f"{scope}_id": event.scope_id}
+    if scope == "conversation":
+        data["actor_username"] = event.actor_name
     return {"id": str(uuid.uuid4()), "user_id": event.recipient_id, "type": parent_type, "title": "",
             "message": "", "data": data, "read": False, "created_at": event.event_at,
             "last_updated_at": event.event_at, "parent_id": None, "is_batch": True, "batch_count": 0,
@@ -284,7 +294,8 @@ class _Plan:
             batch.row["last_updated_at"] = max(batch.row["last_updated_at"], event.event_at)
             self.new_parent_child_types[batch.id].add(event.kind)
             batch.row["title"], batch.row["message"] = batch_texts(
-                batch.row["type"], batch.row["batch_key"], batch.count, self.new_parent_child_types[batch.id])
+                batch.row["type"], batch.row["batch_key"], batch.count, self.new_parent_child_types[batch.id],
+                (batch.row["data"] or {}).get("actor_username", ""))
         else:
             last = self.touched.get(batch.id)
             self.touched[batch.id] = event.event_at if last is None else max(last, event.event_at)
@@ -472,16 +483,17 @@ def apply_events(session: Session, events: list[Event], *, keys_locked: bool = F
 
 
 def retract_actor(session: Session, *, kind: str, actor_id: int, recipient_id: int,
-                  post_id: str | None) -> dict:
-    """Remove an actor's notifications of ``kind`` (unlike, unfollow); recount or delete parents."""
+                  scope_id: str | None) -> dict:
+    """Remove an actor's notifications of ``kind`` (unlike, unfollow, withdrawn request) about
+    ``scope_id`` (the post or comment; None for user-scoped kinds); recount or delete parents."""
     config = BATCH_CONFIGS[kind]
-    batch_key = config.batch_key(post_id=post_id, recipient_id=recipient_id)
+    batch_key = config.batch_key(scope_id=scope_id, recipient_id=recipient_id)
     # Same order as apply_events: the batch key, then the overflow key.
     lock_keys(session, {(recipient_id, batch_key)})
     lock_keys(session, {(recipient_id, config.overflow_key(recipient_id))})
     match = {"actor_id": actor_id}
-    if config.batch_scope == "post":
-        match["post_id"] = post_id
+    if config.batch_scope != "user":
+        match[f"{config.batch_scope}_id"] = scope_id
     parents = session.execute(text(
         "DELETE FROM notifications WHERE user_id = :user_id AND type = :kind AND is_batch = false "
         "AND data @> CAST(:match AS jsonb) RETURNING parent_id::text"),
@@ -491,6 +503,35 @@ def retract_actor(session: Session, *, kind: str, actor_id: int, recipient_id: i
     deleted = recount_parents(session, parent_ids, delete_empty=True)
     return {"status": "retracted" if removed else "nothing", "removed": removed,
             "parents_recounted": len(parent_ids) - deleted, "parents_deleted": deleted}
+
+
+def _retract_where(session: Session, where: str, params: dict) -> int:
+    """Remove the single and child rows matching ``where`` under their batch-key locks;
+    recount their parents (deleting the emptied ones). Returns the rows removed."""
+    groups = session.execute(text(f"SELECT DISTINCT user_id, batch_key FROM notifications "
+                                  f"WHERE NOT is_batch AND ({where})"), params).all()
+    if not groups:
+        return 0
+    lock_keys(session, {(user_id, key) for user_id, key in groups})
+    parents = session.execute(text(f"DELETE FROM notifications WHERE NOT is_batch AND ({where}) "
+                                   f"RETURNING parent_id::text"), params).scalars().all()
+    recount_parents(session, sorted({p for p in parents if p}), delete_empty=True)
+    return len(parents)
+
+
+def retract_between(session: Session, user_a: int, user_b: int) -> int:
+    """A block: remove every notification either user got from the other, of any kind."""
+    return _retract_where(
+        session, "(user_id = :a AND data ->> 'actor_id' = CAST(:b AS text)) "
+                 "OR (user_id = :b AND data ->> 'actor_id' = CAST(:a AS text))", {"a": user_a, "b": user_b})
+
+
+def retract_dedupe_keys(session: Session, recorded: list[tuple[int, str]]) -> int:
+    """Remove the notifications recorded under these (recipient, dedupe key) pairs
+    (moderation hiding a comment or the mentions in a post): the unique index finds each."""
+    return _retract_where(
+        session, "(user_id, dedupe_key) IN (SELECT * FROM unnest(CAST(:users AS integer[]), CAST(:keys AS text[])))",
+        {"users": [user_id for user_id, _ in recorded], "keys": [key for _, key in recorded]})
 
 
 def unread_count(session: Session, user_id: int) -> int:

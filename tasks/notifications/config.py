@@ -8,6 +8,14 @@ Which kinds share a batch key:
   ``<kind>:post:<post_id>``.
 - ``follow`` batches per recipient: ``follow:user:<user_id>``, at most 10
   followers per batch; the 11th starts a fresh single (and the 12th a new batch).
+- Seed 004's graph: ``friend_request`` and ``friend_accept`` batch per recipient
+  like follows; ``comment_reaction`` per comment (``comment_reaction:comment:<id>``,
+  with the same 24 h window as likes); ``message`` per conversation
+  (``message:conversation:<id>``): "3 new messages from Bob".
+- ``content_removed`` (a moderator's reject) per recipient.
+
+A batch key is always ``<parent type>:<scope>:<scope id>``; the scope is the
+batch text's key (``<type>:<scope>``), in Python and in the recount SQL alike.
 """
 from __future__ import annotations
 
@@ -17,10 +25,15 @@ SINGLE_CONVERSION_HOURS = 1   # a single younger than this becomes a batch (seed
 RATE_LIMIT_PER_HOUR = 20      # new top-level rows per recipient per type per hour (seed 001)
 
 
+# What one batch gathers: the events about one post, comment or conversation, or
+# every event of the type for the recipient. The data key of the scope id is "<scope>_id".
+BATCH_SCOPES = ("post", "comment", "conversation", "user")
+
+
 @dataclass(frozen=True)
 class BatchConfig:
     notification_type: str
-    batch_scope: str                  # "post" or "user"
+    batch_scope: str                  # one of BATCH_SCOPES
     summary_template: str             # batch message, "{count}" filled in
     icon_type: str
     single_title: str
@@ -35,10 +48,11 @@ class BatchConfig:
     def parent_type(self) -> str:
         return self.batch_type or self.notification_type
 
-    def batch_key(self, *, post_id: str | None, recipient_id: int) -> str:
-        if self.batch_scope == "post":
-            return f"{self.parent_type}:post:{post_id}"
-        return f"{self.parent_type}:user:{recipient_id}"
+    def batch_key(self, *, scope_id: str | None, recipient_id: int) -> str:
+        """``scope_id`` is the post, comment or conversation id (unused for user scope)."""
+        if self.batch_scope == "user":
+            return f"{self.parent_type}:user:{recipient_id}"
+        return f"{self.parent_type}:{self.batch_scope}:{scope_id}"
 
     def overflow_key(self, recipient_id: int) -> str:
         """Where over-limit events fold: one batch per recipient and type."""
@@ -81,10 +95,36 @@ BATCH_CONFIGS: dict[str, BatchConfig] = {
         summary_template="You were mentioned {count} times in a post", icon_type="mention",
         single_title="You were mentioned", single_template="{actor} mentioned you in a {where}",
         batch_title="Mentions", overflow_template="You were mentioned {count} more times"),
+    "friend_request": BatchConfig(
+        notification_type="friend_request", batch_scope="user",
+        summary_template="{count} new friend requests", icon_type="friend",
+        single_title="Friend Request", single_template="{actor} sent you a friend request",
+        batch_title="Friend Requests", max_batch_size=10),
+    "friend_accept": BatchConfig(
+        notification_type="friend_accept", batch_scope="user",
+        summary_template="{count} people accepted your friend request", icon_type="friend",
+        single_title="Friend Request Accepted", single_template="{actor} accepted your friend request",
+        batch_title="New Friends", max_batch_size=10),
+    "comment_reaction": BatchConfig(
+        notification_type="comment_reaction", batch_scope="comment", max_age_hours=24,
+        summary_template="{count} people reacted to your comment", icon_type="reaction",
+        single_title="New Reaction", single_template="{actor} reacted to your comment",
+        batch_title="Reactions", overflow_template="{count} more reactions to your comments"),
+    "message": BatchConfig(
+        notification_type="message", batch_scope="conversation", max_age_hours=24,
+        summary_template="{count} new messages from {actor}", icon_type="message",
+        single_title="New Message", single_template="{actor} sent you a message",
+        batch_title="New Messages", overflow_template="{count} more new messages"),
+    "content_removed": BatchConfig(
+        notification_type="content_removed", batch_scope="user",
+        summary_template="{count} of your posts or comments were removed", icon_type="moderation",
+        single_title="Content Removed", single_template="Your {where} was removed: {reason}",
+        batch_title="Content Removed"),
 }
 
-RECORDABLE_KINDS = ("like", "emoji_reaction", "follow", "post_shared", "comment")
-RETRACTABLE_KINDS = ("like", "emoji_reaction", "follow")
+RECORDABLE_KINDS = ("like", "emoji_reaction", "follow", "post_shared", "comment", "friend_request",
+                    "friend_accept", "comment_reaction", "message")
+RETRACTABLE_KINDS = ("like", "emoji_reaction", "follow", "friend_request", "friend_accept", "comment_reaction")
 
 
 def _text_table() -> dict[str, tuple[str, str]]:
@@ -94,7 +134,7 @@ def _text_table() -> dict[str, tuple[str, str]]:
         if config.parent_type == "post_interaction":
             table[f"post_interaction:{kind}"] = (POST_INTERACTION_TITLE, config.summary_template)
         table[f"{kind}:{config.batch_scope}"] = (config.batch_title, config.summary_template)
-        if config.batch_scope == "post":
+        if config.batch_scope != "user":
             table[f"{kind}:user"] = (config.batch_title, config.overflow_template)
     return table
 
@@ -103,13 +143,15 @@ BATCH_TEXTS = _text_table()
 
 
 def batch_text_key(parent_type: str, batch_key: str, child_types: set[str]) -> str:
-    """Python twin of the CASE in batching._RECOUNT_SQL."""
+    """Python twin of the CASE in batching._TEXT_KEY_SQL."""
     if parent_type == "post_interaction":
         return f"post_interaction:{next(iter(child_types)) if len(child_types) == 1 else '*'}"
-    return f"{parent_type}:user" if batch_key.startswith(f"{parent_type}:user:") else f"{parent_type}:post"
+    return f"{parent_type}:{batch_key.split(':')[1]}"
 
 
-def batch_texts(parent_type: str, batch_key: str, count: int, child_types: set[str]) -> tuple[str, str]:
-    """Title and message of a batch parent from its recounted children."""
+def batch_texts(parent_type: str, batch_key: str, count: int, child_types: set[str],
+                actor: str = "") -> tuple[str, str]:
+    """Title and message of a batch parent from its recounted children; ``actor`` is the
+    parent's ``data.actor_username`` (conversation batches name their sender)."""
     title, template = BATCH_TEXTS[batch_text_key(parent_type, batch_key, child_types)]
-    return title, template.format(count=count)
+    return title, template.replace("{count}", str(count)).replace("{actor}", actor)

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 from db.locks import KEYS_PER_TRANSACTION, transaction_chunks
 from db.session import session_scope
 from tasks.notifications.batching import apply_events, mark_read as mark_read_rows, prune_rate_limits
-from tasks.notifications.config import RECORDABLE_KINDS, RETRACTABLE_KINDS
+from tasks.notifications.config import BATCH_CONFIGS, RECORDABLE_KINDS, RETRACTABLE_KINDS
 from tasks.notifications.errors import UnknownKind
 from tasks.notifications.sources import load_events, retract_source
 from workers.errors import InvalidArguments
@@ -20,7 +20,8 @@ def _check_kind(kind: str, allowed: tuple[str, ...]) -> None:
 
 @job("notifications.record")
 def record(kind: str, source_id: UuidStr) -> dict:
-    """Call after the web tier commits a like, emoji reaction, follow, share or comment."""
+    """Call after the web tier commits a like, emoji reaction, follow, share, comment, friend
+    request or accept (the friendships row's id), comment reaction or message."""
     _check_kind(kind, RECORDABLE_KINDS)
     with session_scope() as session:
         events = load_events(session, kind, [source_id], lock=True)
@@ -51,16 +52,23 @@ def record_many(kind: str, source_ids: list[UuidStr]) -> dict:
     return {"status": "ok", "received": len(source_ids), **statuses}
 
 
+# The argument that names what a retraction is about, by the kind's batch scope.
+_RETRACT_SCOPE_ARGUMENT = {"post": "post_id", "comment": "comment_id", "user": "user_id"}
+
+
 @job("notifications.retract")
-def retract(kind: str, actor_id: int, post_id: UuidStr | None = None, user_id: int | None = None) -> dict:
-    """Call after an unlike, reaction removal or unfollow."""
+def retract(kind: str, actor_id: int, post_id: UuidStr | None = None, user_id: int | None = None,
+            comment_id: UuidStr | None = None) -> dict:
+    """Call after an unlike, reaction removal, unfollow, withdrawn friend request or unfriend."""
     _check_kind(kind, RETRACTABLE_KINDS)
-    if kind == "follow" and user_id is None:
-        raise InvalidArguments("retract(kind='follow') needs user_id (the followed user)")
-    if kind != "follow" and post_id is None:
-        raise InvalidArguments(f"retract(kind={kind!r}) needs post_id")
+    scope = BATCH_CONFIGS[kind].batch_scope
+    given = {"post_id": post_id, "comment_id": comment_id, "user_id": user_id}
+    needed = _RETRACT_SCOPE_ARGUMENT[scope]
+    if given[needed] is None:
+        raise InvalidArguments(f"retract(kind={kind!r}) needs {needed}")
+    scope_id = None if scope == "user" else given[needed]
     with session_scope() as session:
-        return retract_source(session, kind=kind, actor_id=actor_id, post_id=post_id, user_id=user_id)
+        return retract_source(session, kind=kind, actor_id=actor_id, scope_id=scope_id, user_id=user_id)
 
 
 @job("notifications.mark_read")

@@ -137,7 +137,7 @@ def test_a_shrunk_batch_is_not_delivered_again(graph, db_session):
         clock.tick(timedelta(seconds=121))
         [(_, first_id)] = dispatch(db_session, datetime.now(timezone.utc))
         _mark_sent(db_session, first_id, datetime.now(timezone.utc))
-        retract_actor(db_session, kind="like", actor_id=c, recipient_id=author, post_id=post)
+        retract_actor(db_session, kind="like", actor_id=c, recipient_id=author, scope_id=post)
         clock.tick(timedelta(hours=2))
         assert dispatch(db_session, datetime.now(timezone.utc)) == []
     assert len(deliveries(db_session, author)) == 1

@@ -31,7 +31,10 @@ def test_counter_table_covers_every_counter_of_the_issue():
     assert {(c.parent_table, c.column) for c in COUNTERS} == {
         ("posts", "hearts_count"), ("posts", "reactions_count"), ("posts", "shares_count"),
         ("posts", "comments_count"), ("comments", "replies_count"), ("users", "followers_count"),
-        ("users", "following_count"), ("users", "posts_count")}
+        ("users", "following_count"), ("users", "posts_count"),
+        # Seed 004's graph (issue 14).
+        ("users", "friends_count"), ("users", "unread_messages_count"), ("conversation_members", "unread_count"),
+        ("comments", "like_count"), ("groups", "member_count")}
 
 
 def test_a_repair_gives_the_counts_written_by_hand(db_session, conn):
@@ -45,7 +48,8 @@ def test_a_repair_gives_the_counts_written_by_hand(db_session, conn):
 
 
 def test_dirty_triggers_are_installed_and_match_the_counter_table(conn):
-    sources = ("likes", "emoji_reactions", "shares", "comments", "follows", "posts")
+    sources = ("likes", "emoji_reactions", "shares", "comments", "follows", "posts",
+               "friendships", "messages", "comment_reactions", "group_members")
     assert sorted(trigger_names()) == sorted((t, f"counter_dirty_{t}_{e}") for t in sources
                                              for e in ("insert", "delete", "update"))
     transition = {"insert": "NEW TABLE AS new_rows", "delete": "OLD TABLE AS old_rows"}
@@ -58,7 +62,7 @@ def test_dirty_triggers_are_installed_and_match_the_counter_table(conn):
         assert definition is not None, f"trigger {name} on {table} is missing or disabled"
         if event == "update":
             # Row-level, and only for the columns that decide a count: other updates never fire it.
-            watched = {c.source_fk for c in COUNTERS if c.source_table == table} | {
+            watched = {fk for c in COUNTERS if c.source_table == table for fk in c.fks} | {
                 col for c in COUNTERS if c.source_table == table for col in c.filter_columns}
             head, _, rest = definition.partition(f" ON public.{table} ")
             assert head.startswith(f"CREATE TRIGGER {name} AFTER UPDATE OF "), definition

@@ -198,19 +198,19 @@ def test_retract_recounts_and_deletes_an_empty_parent(graph, db_session):
     assert parent.batch_count == 3
 
     # a retract racing a re-like: the like still exists, nothing is removed
-    assert retract_source(db_session, kind="like", actor_id=a, post_id=post, user_id=None)["status"] == "still_present"
+    assert retract_source(db_session, kind="like", actor_id=a, scope_id=post, user_id=None)["status"] == "still_present"
 
     from db.models import Like
     db_session.query(Like).filter(Like.post_id == post, Like.user_id.in_([a, b])).delete()
-    result = retract_source(db_session, kind="like", actor_id=a, post_id=post, user_id=None)
+    result = retract_source(db_session, kind="like", actor_id=a, scope_id=post, user_id=None)
     assert result["removed"] == 1
     db_session.refresh(parent)
     assert parent.batch_count == 2 == len(graph.children(parent.id))
     assert parent.message == "2 people liked your post"
 
-    retract_source(db_session, kind="like", actor_id=b, post_id=post, user_id=None)
+    retract_source(db_session, kind="like", actor_id=b, scope_id=post, user_id=None)
     db_session.query(Like).filter(Like.post_id == post).delete()
-    result = retract_source(db_session, kind="like", actor_id=c, post_id=post, user_id=None)
+    result = retract_source(db_session, kind="like", actor_id=c, scope_id=post, user_id=None)
     assert result == {"status": "retracted", "removed": 1, "parents_recounted": 0, "parents_deleted": 1}
     assert graph.notifications(author) == []
 
@@ -222,7 +222,7 @@ def test_unfollow_removes_the_follow_notification(graph, db_session):
     a, b = graph.users(2)
     record(db_session, "follow", graph.follow(a, b))
     db_session.query(Follow).filter(Follow.follower_id == a).delete()
-    assert retract_source(db_session, kind="follow", actor_id=a, post_id=None, user_id=b)["removed"] == 1
+    assert retract_source(db_session, kind="follow", actor_id=a, scope_id=None, user_id=b)["removed"] == 1
     assert graph.notifications(b) == []
 
 

@@ -19,7 +19,7 @@ from workers.dev.embedded import data_dir
 # burst of uploads cannot starve notifications; feed scoring runs long chunks.
 WORKER_GROUPS = {
     "images": ["images"],
-    "core": ["mentions", "notifications", "engagement", "upkeep", "analytics", "maintenance"],
+    "core": ["mentions", "notifications", "engagement", "upkeep", "analytics", "graph", "moderation", "maintenance"],
     "feed": ["feed"],
     # Email and push wait on remote servers; their own pool keeps a slow SMTP server
     # from holding up notifications.

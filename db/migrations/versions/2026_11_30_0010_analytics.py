@@ -21,7 +21,7 @@ from alembic import op
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from tasks.engagement.counters import trigger_ddl
+from tasks.engagement.counters import GRATEFUL_SOURCES, counters_on, trigger_ddl
 
 revision = '0010'
 down_revision = '0009'
@@ -202,7 +202,7 @@ def upgrade() -> None:
     op.execute("ALTER TABLE posts SET (fillfactor = 90)")
     for statement in FOLLOW_TRIGGER_DDL:
         op.execute(statement)
-    for statement in trigger_ddl():
+    for statement in trigger_ddl(counters_on(GRATEFUL_SOURCES)):
         op.execute(statement)
 
 
