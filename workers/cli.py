@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import uuid
 from collections.abc import Callable
 from datetime import date
 
@@ -64,6 +65,23 @@ def _cmd_backup(args) -> int:
     from tasks.upkeep.cli import backup_main
 
     return backup_main(args.action)
+
+
+def _cmd_moderation(args) -> int:
+    settings.require_services("the moderation commands", names=("DATABASE_URL",))
+    from tasks.moderation import cli as moderation_cli
+
+    if args.action == "queue":
+        return moderation_cli.queue_main(args.limit, args.json)
+    return moderation_cli.decide_main(args.id, approve=args.action == "approve", moderator_id=args.moderator,
+                                      reason=getattr(args, "reason", None))
+
+
+def _uuid(value: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a moderation record id (a UUID): {value[:40]!r}") from None
 
 
 def _cmd_analytics(args) -> int:
@@ -214,6 +232,21 @@ def build_parser(extensions: tuple[Callable, ...] = ()) -> argparse.ArgumentPars
     rollup.add_argument("--since", type=date.fromisoformat, metavar="YYYY-MM-DD", help="backfill from this day")
     analytics_sub.add_parser("flush", help="move the Redis view counters into PostgreSQL now")
     analytics.set_defaults(func=_cmd_analytics)
+
+    moderation = sub.add_parser("moderation", help="the review queue of flagged posts and comments; approve, reject")
+    moderation_sub = moderation.add_subparsers(dest="action", required=True)
+    moderation_queue = moderation_sub.add_parser("queue", help="flagged content, oldest first, as a table")
+    moderation_queue.add_argument("--limit", type=_positive_int, default=50)
+    moderation_queue.add_argument("--json", action="store_true")
+    for action, text in (("approve", "show it again everywhere"),
+                         ("reject", "keep it hidden and tell the author why")):
+        decide = moderation_sub.add_parser(action, help=text)
+        decide.add_argument("id", type=_uuid, help="the moderation record's id (from `moderation queue`)")
+        decide.add_argument("--moderator", type=int, required=True, metavar="USER_ID",
+                            help="the deciding moderator's user id (recorded as moderator_id)")
+        if action == "reject":
+            decide.add_argument("--reason", required=True, help="shown to the author (at most 500 characters)")
+    moderation.set_defaults(func=_cmd_moderation)
 
     exporter = sub.add_parser("exporter", help="Prometheus exporter: queues, beat dispatches, task durations, dead letters")
     exporter.add_argument("--address", default="127.0.0.1",
