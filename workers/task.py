@@ -48,6 +48,9 @@ def _check_value(name: str, value: Any, hint: Any) -> None:
         return
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
+        options = [option for option in typing.get_args(hint) if option is not type(None)]
+        if len(options) == 1 and value is not None:
+            return _check_value(name, value, options[0])   # Optional[X]: X's own, clearer error
         errors = []
         for option in typing.get_args(hint):
             try:

@@ -33,6 +33,8 @@ SELECT count(*) FROM changed WHERE parent_id IS NULL
 
 UP_TO_SQL = text("SELECT created_at FROM messages WHERE id = CAST(:id AS uuid) AND conversation_id = CAST(:c AS uuid)")
 
+IS_MEMBER_SQL = text("SELECT 1 FROM conversation_members WHERE id = :inbox")
+
 
 @dataclass
 class MarkRead:
@@ -54,13 +56,15 @@ def mark_read(session: Session, conversation_id: str, user_id: int, up_to_messag
     """Mark the member's received messages read, up to and including ``up_to_message_id``
     (all of them when None), and the conversation's message notifications with them."""
     inbox = inbox_id(conversation_id, user_id)
-    if session.execute(MEMBER_SQL, {"inbox": inbox, "now": now}).first() is None:
-        return MarkRead("not_a_member")
     up_to = None
     if up_to_message_id is not None:
         up_to = session.execute(UP_TO_SQL, {"id": up_to_message_id, "c": conversation_id}).scalar()
         if up_to is None:
-            return MarkRead("unknown_message")
+            # Rejected before anything is written: last_read_at must not move either.
+            member = session.execute(IS_MEMBER_SQL, {"inbox": inbox}).first() is not None
+            return MarkRead("unknown_message" if member else "not_a_member")
+    if session.execute(MEMBER_SQL, {"inbox": inbox, "now": now}).first() is None:
+        return MarkRead("not_a_member")
     marked = session.execute(MARK_READ_SQL, {"inbox": inbox, "up_to": up_to}).rowcount
     notified = session.execute(NOTIFICATIONS_READ_SQL, {
         "user_id": user_id, "batch_key": f"message:conversation:{conversation_id}", "now": now}).scalar_one()

@@ -37,12 +37,15 @@ class MentionResult:
     invalid_usernames: list[str] = field(default_factory=list)
     notified: list[str] = field(default_factory=list)
     already_notified: list[str] = field(default_factory=list)
+    # Not notified: moderation holds the post or comment, or a block stands between them and the author.
+    withheld: list[str] = field(default_factory=list)
     skipped_reason: str | None = None
 
     def as_dict(self) -> dict:
         return {"status": "ok", "valid_usernames": self.valid_usernames,
                 "invalid_usernames": self.invalid_usernames, "notified": self.notified,
-                "already_notified": self.already_notified, "skipped_reason": self.skipped_reason}
+                "already_notified": self.already_notified, "withheld": self.withheld,
+                "skipped_reason": self.skipped_reason}
 
 
 _SOURCE_SQL = {
@@ -85,6 +88,7 @@ def notify_mentions(session: Session, source: MentionSource) -> MentionResult:
         session, source_kind=source.kind, source_id=source.id, post_id=source.post_id,
         author_id=source.author_id, author_name=source.author_name, event_at=source.event_at,
         recipient_ids=[user_id for user_id, _username in recipients])
+    lists = {"duplicate": result.already_notified, "withheld": result.withheld}
     for (_user_id, username), status in zip(recipients, statuses):
-        (result.already_notified if status == "duplicate" else result.notified).append(username)
+        lists.get(status, result.notified).append(username)
     return result

@@ -43,7 +43,8 @@ _LINK = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
 def bounded(text: str) -> str:
     if len(text) <= MAX_TEXT_CHARS:
         return text
-    return text[:MAX_TEXT_CHARS - _TAIL_CHARS] + " " + text[-_TAIL_CHARS:]
+    # The joining space counts: the result is at most MAX_TEXT_CHARS long.
+    return text[:MAX_TEXT_CHARS - _TAIL_CHARS - 1] + " " + text[-_TAIL_CHARS:]
 
 
 @dataclass(frozen=True)

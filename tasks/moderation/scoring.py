@@ -29,24 +29,21 @@ from tasks.moderation.hiding import CONTENT_TABLES, set_hidden
 REPEAT_WINDOW = timedelta(days=1)       # "repeated identical text from one author" looks this far back
 HIDING_STATUSES = ("FLAGGED", "REJECTED")
 
-# The text, its author, the decision already taken on this exact text, and how often the
-# author posted or commented the same text in the window: one round trip.
+# The text, its version (hash), its author, whether it is hidden now, the decision already
+# taken on this exact text, and how often the author posted or commented the same text in
+# the window: one round trip.
 _LOAD_SQL = {
     content_type: text(f"""
-SELECT c.content, c.author_id,
+SELECT c.content, c.author_id, c.moderation_hidden AS hidden, v.hash,
        (SELECT m.status FROM content_moderation m
-        WHERE m.content_type = :type AND m.content_id = c.id AND m.content_hash = :hash) AS decided,
+        WHERE m.content_type = :type AND m.content_id = c.id AND m.content_hash = v.hash) AS decided,
        (SELECT count(*) FROM posts o WHERE o.author_id = c.author_id AND o.created_at >= :since
             AND o.content = c.content AND o.id <> c.id)
      + (SELECT count(*) FROM comments o WHERE o.author_id = c.author_id AND o.created_at >= :since
             AND o.content = c.content AND o.id <> c.id) AS repeats
-FROM {table} c WHERE c.id = CAST(:id AS uuid)
+FROM {table} c CROSS JOIN LATERAL (SELECT sha256(convert_to(c.content, 'UTF8')) AS hash) v
+WHERE c.id = CAST(:id AS uuid)
 """) for content_type, table in CONTENT_TABLES.items()
-}
-
-_HASH_SQL = {
-    content_type: text(f"SELECT sha256(convert_to(content, 'UTF8')) FROM {table} WHERE id = CAST(:id AS uuid)")
-    for content_type, table in CONTENT_TABLES.items()
 }
 
 _INSERT_SQL = text("""
@@ -77,23 +74,22 @@ def score_content(session: Session, content_type: str, content_id: str, *, thres
                   model: classifier.ProfanityModel = classifier.MODEL) -> Scored:
     """Score the content's current text once; hide or show it by the decision. Never commits."""
     xact_lock(session, "moderation.content", content_type, content_id)
-    digest = session.execute(_HASH_SQL[content_type], {"id": content_id}).scalar()
-    if digest is None:
-        return Scored("gone")
     row = session.execute(_LOAD_SQL[content_type], {
-        "id": content_id, "type": content_type, "hash": digest, "since": now - REPEAT_WINDOW}).first()
+        "id": content_id, "type": content_type, "since": now - REPEAT_WINDOW}).first()
     if row is None:
         return Scored("gone")
     if row.decided is not None:
-        changed = set_hidden(session, content_type, content_id, row.decided in HIDING_STATUSES)
+        hide = row.decided in HIDING_STATUSES
+        changed = hide != row.hidden and set_hidden(session, content_type, content_id, hide)
         return Scored("unchanged", row.decided, hidden_changed=changed)
     signals = classifier.signals(row.content, row.repeats, model)
     score: Decimal = signals.score
     status = "FLAGGED" if score > Decimal(str(threshold)) else "APPROVED"
     moderation_id = session.execute(_INSERT_SQL, {
-        "type": content_type, "id": content_id, "hash": bytes(digest), "author": row.author_id, "status": status,
+        "type": content_type, "id": content_id, "hash": bytes(row.hash), "author": row.author_id, "status": status,
         "score": score, "signals": json.dumps(signals.as_dict())}).scalar()
-    changed = set_hidden(session, content_type, content_id, status in HIDING_STATUSES)
+    hide = status in HIDING_STATUSES
+    changed = hide != row.hidden and set_hidden(session, content_type, content_id, hide)
     return Scored("scored", status, str(score), changed, moderation_id)
 
 

@@ -519,11 +519,19 @@ def _retract_where(session: Session, where: str, params: dict) -> int:
     return len(parents)
 
 
-def retract_between(session: Session, user_a: int, user_b: int) -> int:
-    """A block: remove every notification either user got from the other, of any kind."""
-    return _retract_where(
-        session, "(user_id = :a AND data ->> 'actor_id' = CAST(:b AS text)) "
-                 "OR (user_id = :b AND data ->> 'actor_id' = CAST(:a AS text))", {"a": user_a, "b": user_b})
+def retract_between(session: Session, user_a: int, user_b: int, *, kinds: tuple[str, ...] | None = None,
+                    keep: tuple[str, ...] = ()) -> int:
+    """A block: remove every notification either user got from the other, of any kind.
+
+    With ``kinds``: only notifications of those types, and none recorded under a dedupe
+    key in ``keep`` (a friendship sync keeps the current row's request and accept)."""
+    where = ("((user_id = :a AND data ->> 'actor_id' = CAST(:b AS text)) "
+             "OR (user_id = :b AND data ->> 'actor_id' = CAST(:a AS text)))")
+    params = {"a": user_a, "b": user_b}
+    if kinds is not None:
+        where += " AND type = ANY(CAST(:kinds AS text[])) AND dedupe_key <> ALL(CAST(:keep AS text[]))"
+        params.update(kinds=list(kinds), keep=list(keep))
+    return _retract_where(session, where, params)
 
 
 def retract_dedupe_keys(session: Session, recorded: list[tuple[int, str]]) -> int:

@@ -154,7 +154,7 @@ WHERE NOT EXISTS (SELECT 1 FROM {table} AS c WHERE c.id = CAST(:source AS uuid) 
 
 
 # Per retractable kind: who received the notification (NULL: the post or comment is gone,
-# and its notifications with it, by cascade), and whether the actor's source row is back.
+# so nothing is retracted), and whether the actor's source row is back.
 _RECIPIENT_SQL = {
     "post": "SELECT author_id FROM posts WHERE id = CAST(:scope AS uuid)",
     "comment": "SELECT author_id FROM comments WHERE id = CAST(:scope AS uuid)",
