@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import text
+from sqlalchemy.orm import Session
 
 import settings
 from db.session import session_scope
@@ -50,6 +51,20 @@ def refresh(parent_table: str, ids: list[str]) -> RunReport:
             rc.add_to_run(session, run_id, result, finish=start + rc.REPAIR_BATCH >= len(ids))
         report.result.add(result)
     return report
+
+
+def refresh_in(session: Session, targets: dict[str, list[str]]) -> rc.BatchResult:
+    """Recount these ids (parent table -> ids) inside the caller's transaction, which wrote
+    their source rows, as one refresh run: the counters are exact when it commits. Ids a
+    concurrent writer holds are queued dirty for the next pass (<= 30 s)."""
+    run_id = rc.start_run(session, "refresh")
+    total = rc.BatchResult()
+    for parent_table, ids in targets.items():
+        result = rc.repair_ids(session, parent_table, ids, run_id)
+        rc.mark_dirty(session, parent_table, result.skipped)
+        total.add(result)
+    rc.add_to_run(session, run_id, total, finish=True)
+    return total
 
 
 def run_dirty(budget_seconds: float | None = None, limit: int | None = None, dry_run: bool = False) -> RunReport:

@@ -2,8 +2,8 @@
 
 The ``is_read`` update fires the counters' dirty trigger; the caller then recounts
 ``users.unread_messages_count`` and ``conversation_members.unread_count`` of that
-member at once (tasks/engagement/runs.refresh), so the counters are exact when the
-task returns, never incremented or decremented by hand.
+member in the same transaction (tasks/engagement/runs.refresh_in), so the counters
+are exact when it commits, never incremented or decremented by hand.
 """
 from __future__ import annotations
 
@@ -23,11 +23,14 @@ UPDATE conversation_members SET last_read_at = greatest(last_read_at, CAST(:now 
 WHERE id = :inbox RETURNING id
 """)
 
-# Parents, singles and children of the conversation's batch (all carry its batch key).
+# Parents, singles and children of the conversation's batch (all carry its batch key), once
+# the member has nothing unread left in it: a partial read leaves "2 new messages" standing.
 NOTIFICATIONS_READ_SQL = text("""
 WITH changed AS (
     UPDATE notifications SET read = true, read_at = :now
-    WHERE user_id = :user_id AND batch_key = :batch_key AND NOT read RETURNING parent_id)
+    WHERE user_id = :user_id AND batch_key = :batch_key AND NOT read
+      AND NOT EXISTS (SELECT 1 FROM messages WHERE inbox_id = :inbox AND NOT is_read)
+    RETURNING parent_id)
 SELECT count(*) FROM changed WHERE parent_id IS NULL
 """)
 
@@ -54,7 +57,7 @@ def inbox_id(conversation_id: str, user_id: int) -> str:
 def mark_read(session: Session, conversation_id: str, user_id: int, up_to_message_id: str | None,
               now: datetime) -> MarkRead:
     """Mark the member's received messages read, up to and including ``up_to_message_id``
-    (all of them when None), and the conversation's message notifications with them."""
+    (all of them when None), and the conversation's message notifications once none is left."""
     inbox = inbox_id(conversation_id, user_id)
     up_to = None
     if up_to_message_id is not None:
@@ -67,5 +70,6 @@ def mark_read(session: Session, conversation_id: str, user_id: int, up_to_messag
         return MarkRead("not_a_member")
     marked = session.execute(MARK_READ_SQL, {"inbox": inbox, "up_to": up_to}).rowcount
     notified = session.execute(NOTIFICATIONS_READ_SQL, {
-        "user_id": user_id, "batch_key": f"message:conversation:{conversation_id}", "now": now}).scalar_one()
+        "user_id": user_id, "batch_key": f"message:conversation:{conversation_id}", "inbox": inbox,
+        "now": now}).scalar_one()
     return MarkRead("ok", marked, notified)

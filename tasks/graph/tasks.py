@@ -30,7 +30,7 @@ def mark_conversation_read(conversation_id: UuidStr, user_id: int, up_to_message
     with session_scope() as session:
         result = conversations.mark_read(session, conversation_id, user_id, up_to_message_id,
                                          datetime.now(timezone.utc))
-    if result.status == "ok":
-        runs.refresh("users", [str(user_id)])
-        runs.refresh("conversation_members", [conversations.inbox_id(conversation_id, user_id)])
+        if result.status == "ok":  # recounted in the same transaction: exact at its commit
+            runs.refresh_in(session, {"users": [str(user_id)],
+                                      "conversation_members": [conversations.inbox_id(conversation_id, user_id)]})
     return result.as_dict()

@@ -125,7 +125,8 @@ def test_mark_conversation_read_leaves_messages_notifications_and_counters_exact
 
     # Read up to bob's second message: two marked, the third stays unread.
     partial = mark_conversation_read.delay(bob_chat, alice, up_to_message_id=from_bob[1]).get(timeout=30)
-    assert partial == {"status": "ok", "messages_marked": 2, "notifications_marked": 1}
+    # One of bob's messages is still unread: "3 new messages from bob" stays unread too.
+    assert partial == {"status": "ok", "messages_marked": 2, "notifications_marked": 0}
     with clean_db.connect() as conn:
         read = dict(conn.execute(text("SELECT id::text, is_read FROM messages WHERE id = ANY(CAST(:i AS uuid[]))"),
                                  {"i": ids}).all())
@@ -135,16 +136,18 @@ def test_mark_conversation_read_leaves_messages_notifications_and_counters_exact
         assert counter(conn, "users", "unread_messages_count", alice) == unread_of(conn, alice) == 3
         assert counter(conn, "conversation_members", "unread_count", inbox(bob_chat, alice)) == \
             unread_of(conn, alice, bob_chat) == 1
-        # The conversation's notifications are read, parent and children; carol's are not.
+        bob_rows = [n for n in notifications(conn, alice) if n.batch_key == bob_batch.batch_key]
+        assert len(bob_rows) == 4 and not any(n.read for n in bob_rows)
+        assert unread_count(conn, alice) == 2
+
+    # Read all of it: now the conversation's notifications are read, parent and children; carol's are not.
+    full = mark_conversation_read.delay(bob_chat, alice).get(timeout=30)
+    assert full == {"status": "ok", "messages_marked": 1, "notifications_marked": 1}
+    with clean_db.connect() as conn:
         bob_rows = [n for n in notifications(conn, alice) if n.batch_key == bob_batch.batch_key]
         assert len(bob_rows) == 4 and all(n.read for n in bob_rows)
         assert not any(n.read for n in notifications(conn, alice) if n.batch_key == carol_batch.batch_key)
         assert unread_count(conn, alice) == 1
-
-    # Read all of it.
-    full = mark_conversation_read.delay(bob_chat, alice).get(timeout=30)
-    assert full == {"status": "ok", "messages_marked": 1, "notifications_marked": 0}
-    with clean_db.connect() as conn:
         assert counter(conn, "users", "unread_messages_count", alice) == unread_of(conn, alice) == 2
         assert counter(conn, "conversation_members", "unread_count", inbox(bob_chat, alice)) == \
             unread_of(conn, alice, bob_chat) == 0
