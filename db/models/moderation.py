@@ -23,7 +23,8 @@ class ContentModeration(Base):
     content_id: Mapped[str] = mapped_column(Uuid(as_uuid=False), nullable=False)
     # sha256 of the scored text: a version. Re-scoring the same text finds its row.
     content_hash: Mapped[bytes] = mapped_column(LargeBinary(32), nullable=False)
-    author_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    # A purged author takes their records along (their posts and comments are gone with them).
+    author_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     moderator_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     status: Mapped[str] = mapped_column(String(20), nullable=False, server_default="PENDING", default="PENDING")
     reason: Mapped[str | None] = mapped_column(Text)

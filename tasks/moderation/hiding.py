@@ -17,10 +17,13 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from db.session import session_scope
+
 from tasks.mentions.parser import extract_mentions
 from tasks.mentions.service import load_source, notify_mentions, validate_usernames
 from tasks.notifications.batching import apply_events, retract_dedupe_keys
 from tasks.notifications.sources import load_events
+from tasks.upkeep.purge import on_purged
 
 CONTENT_TABLES = {"POST": "posts", "COMMENT": "comments"}
 
@@ -66,3 +69,16 @@ def set_hidden(session: Session, content_type: str, content_id: str, hidden: boo
         if source is not None:
             notify_mentions(session, source)
     return True
+
+
+_PURGED_KINDS = {"posts": "POST", "comments": "COMMENT"}
+
+
+@on_purged
+def forget_purged_content(kind: str, ids: list) -> None:
+    """The versions of posts and comments purged for good (a purged user's go by cascade)."""
+    if kind in _PURGED_KINDS and ids:
+        with session_scope() as session:
+            session.execute(text("DELETE FROM content_moderation WHERE content_type = :type "
+                                 "AND content_id = ANY(CAST(:ids AS uuid[]))"),
+                            {"type": _PURGED_KINDS[kind], "ids": [str(i) for i in ids]})

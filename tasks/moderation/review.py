@@ -25,7 +25,7 @@ SELECT m.id::text AS id, m.content_type, m.content_id::text AS content_id, m.aut
 FROM content_moderation m
 LEFT JOIN posts p ON m.content_type = 'POST' AND p.id = m.content_id
 LEFT JOIN comments c ON m.content_type = 'COMMENT' AND c.id = m.content_id
-WHERE m.status = 'FLAGGED'
+WHERE m.status = 'FLAGGED' AND (p.id IS NOT NULL OR c.id IS NOT NULL)  -- content deleted since: nothing to judge
 ORDER BY m.created_at
 LIMIT :limit
 """)

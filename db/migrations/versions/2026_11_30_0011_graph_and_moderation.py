@@ -69,7 +69,7 @@ def upgrade() -> None:
     sa.CheckConstraint("content_type IN ('POST', 'COMMENT')", name=op.f('ck_content_moderation_content_type_valid')),
     sa.CheckConstraint("status IN ('PENDING', 'APPROVED', 'REJECTED', 'FLAGGED')", name=op.f('ck_content_moderation_status_valid')),
     sa.CheckConstraint('automated_score BETWEEN 0 AND 1', name=op.f('ck_content_moderation_automated_score_range')),
-    sa.ForeignKeyConstraint(['author_id'], ['users.id'], name=op.f('fk_content_moderation_author_id_users'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['author_id'], ['users.id'], name=op.f('fk_content_moderation_author_id_users'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['moderator_id'], ['users.id'], name=op.f('fk_content_moderation_moderator_id_users'), ondelete='SET NULL'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_content_moderation'))
     )
