@@ -51,13 +51,12 @@ def _check_value(name: str, value: Any, hint: Any) -> None:
         options = [option for option in typing.get_args(hint) if option is not type(None)]
         if len(options) == 1 and value is not None:
             return _check_value(name, value, options[0])   # Optional[X]: X's own, clearer error
-        errors = []
         for option in typing.get_args(hint):
             try:
                 _check_value(name, value, option)
                 return
-            except InvalidArguments as exc:
-                errors.append(exc)
+            except InvalidArguments:
+                continue
         raise InvalidArguments(f"argument {name!r} must be {_type_name(hint)}, got {type(value).__name__}")
     if hint is type(None):
         if value is not None:

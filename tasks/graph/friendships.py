@@ -23,7 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from db.locks import xact_lock
-from tasks.notifications.batching import apply_events, lock_keys, retract_actor, retract_between
+from tasks.notifications.batching import apply_events, lock_keys, retract_between
 from tasks.notifications.config import BATCH_CONFIGS
 from tasks.notifications.sources import load_events
 
@@ -69,10 +69,7 @@ def sync_pair(session: Session, user_id: int, other_id: int) -> PairSync:
         if events:
             result.notification = apply_events(session, events)[0].status
     elif state == "none":
-        for kind in ("friend_request", "friend_accept"):
-            for actor, recipient in ((low, high), (high, low)):
-                outcome = retract_actor(session, kind=kind, actor_id=actor, recipient_id=recipient, scope_id=None)
-                result.retracted += outcome["removed"]
+        result.retracted = retract_between(session, low, high, kinds=PAIR_KINDS)
     else:
         result.retracted = retract_between(session, low, high)
     if state != "pending":

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from db.locks import xact_lock
 from tasks.moderation.hiding import CONTENT_TABLES, set_hidden
+from tasks.moderation.scoring import version_sql
 from tasks.notifications.batching import Event, apply_events
 
 MAX_REASON_CHARS = 500
@@ -66,7 +67,7 @@ def queue(session: Session, limit: int = 50) -> list[dict]:
 def _is_current(session: Session, row) -> bool:
     table = CONTENT_TABLES[row.content_type]
     return bool(session.execute(text(
-        f"SELECT sha256(convert_to(content, 'UTF8')) = :hash FROM {table} WHERE id = CAST(:id AS uuid)"),
+        f"SELECT {version_sql('content')} = :hash FROM {table} WHERE id = CAST(:id AS uuid)"),
         {"hash": bytes(row.content_hash), "id": row.content_id}).scalar())
 
 

@@ -26,6 +26,11 @@ from db.locks import xact_lock
 from tasks.moderation import classifier
 from tasks.moderation.hiding import CONTENT_TABLES, set_hidden
 
+def version_sql(content: str) -> str:
+    """SQL for a text's version key: its sha256, the same bytes as ``content_hash``."""
+    return f"sha256(convert_to({content}, 'UTF8'))"
+
+
 REPEAT_WINDOW = timedelta(days=1)       # "repeated identical text from one author" looks this far back
 HIDING_STATUSES = ("FLAGGED", "REJECTED")
 
@@ -41,7 +46,7 @@ SELECT c.content, c.author_id, c.moderation_hidden AS hidden, v.hash,
             AND o.content = c.content AND o.id <> c.id)
      + (SELECT count(*) FROM comments o WHERE o.author_id = c.author_id AND o.created_at >= :since
             AND o.content = c.content AND o.id <> c.id) AS repeats
-FROM {table} c CROSS JOIN LATERAL (SELECT sha256(convert_to(c.content, 'UTF8')) AS hash) v
+FROM {table} c CROSS JOIN LATERAL (SELECT {version_sql('c.content')} AS hash) v
 WHERE c.id = CAST(:id AS uuid)
 """) for content_type, table in CONTENT_TABLES.items()
 }
@@ -67,6 +72,7 @@ class Scored:
 
 
 def content_hash(content: str) -> bytes:
+    """A text's version key in Python (``version_sql`` in SQL)."""
     return hashlib.sha256(content.encode("utf-8")).digest()
 
 

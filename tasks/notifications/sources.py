@@ -28,6 +28,14 @@ FROM {table} AS s JOIN posts AS p ON p.id = s.post_id JOIN users AS u ON u.id = 
 WHERE s.id = ANY(CAST(:ids AS uuid[])) AND NOT p.moderation_hidden{where}
   AND NOT """ + blocked_between_sql("s.{actor}", "p.author_id") + "\n"
 
+_FRIENDSHIP_SOURCE = """
+SELECT f.id::text AS source_id, f.{actor} AS actor_id, u.username AS actor_name,
+       f.{recipient} AS recipient_id, NULL AS post_id, f.{at} AS event_at, NULL::jsonb AS extra,
+       NULL AS scope_id
+FROM friendships AS f JOIN users AS u ON u.id = f.{actor}
+WHERE f.id = ANY(CAST(:ids AS uuid[])) AND f.status = '{status}'
+"""
+
 SOURCE_SQL = {
     "like": _POST_SOURCE.format(table="likes", actor="user_id", extra="NULL::jsonb", where=""),
     "emoji_reaction": _POST_SOURCE.format(
@@ -47,21 +55,11 @@ FROM follows AS f JOIN users AS u ON u.id = f.follower_id
 WHERE f.id = ANY(CAST(:ids AS uuid[])) AND f.status = 'active'
   AND NOT """ + blocked_between_sql("f.follower_id", "f.followed_id"),
     # A request notifies while it is pending; user1 asked user2.
-    "friend_request": """
-SELECT f.id::text AS source_id, f.user1_id AS actor_id, u.username AS actor_name,
-       f.user2_id AS recipient_id, NULL AS post_id, f.created_at AS event_at, NULL::jsonb AS extra,
-       NULL AS scope_id
-FROM friendships AS f JOIN users AS u ON u.id = f.user1_id
-WHERE f.id = ANY(CAST(:ids AS uuid[])) AND f.status = 'pending'
-""",
+    "friend_request": _FRIENDSHIP_SOURCE.format(actor="user1_id", recipient="user2_id", at="created_at",
+                                                status="pending"),
     # The accept tells the one who asked; updated_at is when it was accepted.
-    "friend_accept": """
-SELECT f.id::text AS source_id, f.user2_id AS actor_id, u.username AS actor_name,
-       f.user1_id AS recipient_id, NULL AS post_id, f.updated_at AS event_at, NULL::jsonb AS extra,
-       NULL AS scope_id
-FROM friendships AS f JOIN users AS u ON u.id = f.user2_id
-WHERE f.id = ANY(CAST(:ids AS uuid[])) AND f.status = 'accepted'
-""",
+    "friend_accept": _FRIENDSHIP_SOURCE.format(actor="user2_id", recipient="user1_id", at="updated_at",
+                                               status="accepted"),
     "comment_reaction": """
 SELECT r.id::text AS source_id, r.user_id AS actor_id, u.username AS actor_name, c.author_id AS recipient_id,
        c.post_id::text AS post_id, r.created_at AS event_at,
