@@ -42,7 +42,7 @@ timezone = "UTC"
 
 # --- Queues and routing (by task-name prefix; nowhere else).
 QUEUE_NAMES = ("images", "mentions", "notifications", "engagement", "feed", "delivery", "upkeep", "analytics",
-               "graph", "moderation", "maintenance")
+               "graph", "moderation", "search", "cache", "maintenance")
 task_queues = tuple(Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUE_NAMES)
 task_default_queue = "maintenance"
 task_create_missing_queues = False
@@ -65,6 +65,10 @@ QUEUE_TIME_LIMITS = {
     "graph": (60, 90),           # one pair's notifications, one conversation's mark-read
     # One text through the classifier is milliseconds; the sweep scores a bounded chunk.
     "moderation": (60, 90),
+    # One dirty pass (its own budget is 20 s) or one verify chunk; a reindex runs in the CLI, not here.
+    "search": (120, 180),
+    # One invalidation fan-out or one warm pass (its own budget is 60 s).
+    "cache": (90, 120),
     "maintenance": (600, 900),   # dispatchers and sweeps
 }
 

@@ -54,6 +54,17 @@ def name_days_pairs(env: str, value: str) -> dict[str, int]:
     return pairs
 
 
+def _check_search_url(env: str, value: str) -> None:
+    """``postgresql`` or ``typesense[s]://KEY@host:port``: anything else is refused at start."""
+    if value.lower() in ("postgresql", "postgres"):
+        return
+    scheme, sep, rest = value.partition("://")
+    key, at, address = rest.rpartition("@")
+    host, colon, port = address.rpartition(":")
+    if not (sep and scheme in ("typesense", "typesenses") and at and key and colon and host and port.isdecimal()):
+        raise SettingsError(f"{env}: expected `postgresql` or `typesense://API_KEY@host:port`")
+
+
 @dataclass(frozen=True)
 class Settings:
     # --- Services ------------------------------------------------------------
@@ -196,6 +207,27 @@ class Settings:
     moderation_hide_threshold: float = _setting(
         "MODERATION_HIDE_THRESHOLD", 0.8, "`automated_score` above which `moderation.score_content` flags a post "
         "or comment and hides it from every reader until a moderator decides.", minimum=0, maximum=1)
+
+    # --- Search ------------------------------------------------------------------
+    search_url: str | None = _setting(
+        "SEARCH_URL", None, "Search engine: unset or `postgresql` for PostgreSQL full-text (the default; nothing "
+        "to install), or `typesense://API_KEY@host:port` (`typesenses://…` for HTTPS) for a Typesense server.",
+        secret=True, check=_check_search_url)
+    search_batch: int = _setting("SEARCH_BATCH", 1000, "Dirty marks claimed per `search.index_dirty` batch, and "
+                                 "posts per reindex chunk.", minimum=1, maximum=10_000)
+    search_dirty_budget_seconds: float = _setting(
+        "SEARCH_DIRTY_BUDGET_SECONDS", 20.0, "Time budget of one `search.index_dirty` run.", minimum=0.1)
+
+    # --- Cache ---------------------------------------------------------------------
+    cache_url: str | None = _setting(
+        "CACHE_URL", None, "Redis of the web tier's cache keys (`user:{id}`, `feed:{id}:page:{n}`, …). The dev "
+        "entry points use database 2 of the embedded Redis; production should give the cache its own instance "
+        "(`maxmemory-policy allkeys-lru`; the broker's must stay `noeviction`). Unset: no cache is kept and "
+        "nothing is enqueued for it.", secret=True)
+    cache_active_minutes: float = _setting(
+        "CACHE_ACTIVE_MINUTES", 15.0, "Users active this recently are warmed by `cache.warm_active`.", minimum=1)
+    cache_warm_budget_seconds: float = _setting(
+        "CACHE_WARM_BUDGET_SECONDS", 60.0, "Time budget of one `cache.warm_active` run.", minimum=0.1)
 
     # --- Operator endpoints and logs -------------------------------------------
     flower_basic_auth: str | None = _setting(

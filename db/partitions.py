@@ -29,6 +29,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from db.locks import xact_lock
+from db.models.search import is_version_partition
 
 DISPOSALS = ("drop", "archive")
 INTERVALS = ("month",)  # the only one any table needs so far; names and bounds below assume it
@@ -112,7 +113,7 @@ def is_partition(name: str) -> bool:
 def include_object(obj, name, type_, reflected, compare_to) -> bool:
     """Alembic's filter: partitions are made at run time, not by migrations, so autogenerate leaves them out."""
     table = obj if type_ == "table" else getattr(obj, "table", None)
-    return not (reflected and table is not None and is_partition(table.name))
+    return not (reflected and table is not None and (is_partition(table.name) or is_version_partition(table.name)))
 
 
 def month_start(moment: datetime) -> datetime:

@@ -38,6 +38,9 @@ beat_schedule = {
     "analytics-sample-system-metrics": every(60, "analytics.sample_system_metrics"),
     "analytics-update-trending-tags": every(600, "analytics.update_trending_tags"),
     "moderation-sweep-unscored": every(300, "moderation.sweep_unscored"),
+    "search-index-dirty": every(30, "search.index_dirty"),
+    "search-verify": at("search.verify", 3600, hour=3, minute=41),
+    "cache-warm-active": every(300, "cache.warm_active"),
     # Hourly at :11, after the flush of the hour's first minute; yesterday is final from 02:11 UTC.
     "analytics-rollup-daily": at("analytics.rollup_daily", 3000, minute=11),
     # Nightly at 03:17 UTC, off the hour when other nightly jobs start. The sweep's own

@@ -27,11 +27,13 @@ _state: dict = {}
 def pytest_configure(config):
     from workers.dev import embedded
 
-    saved_env = {k: os.environ.get(k) for k in ("DATABASE_URL", "BROKER_URL", "RESULT_BACKEND")}
+    saved_env = {k: os.environ.get(k) for k in ("DATABASE_URL", "BROKER_URL", "RESULT_BACKEND", "CACHE_URL")}
     # db 10/11 of the embedded Redis: a running `make run` keeps its queues in db 0.
     # Services already running (a `make run` beside us) are reused and left running;
     # the ones started here are stopped when the run ends.
-    started = embedded.ensure_environment(broker_db=10, backend_db=11)
+    started = embedded.ensure_environment(broker_db=10, backend_db=11, cache_db=14)
+    if not os.environ.get("CACHE_URL"):  # the broker was given: its Redis's db 14 holds the test cache
+        os.environ["CACHE_URL"] = redis_url_for(14)
     base_url = make_url(os.environ["DATABASE_URL"])
     if base_url.drivername in ("postgresql", "postgres"):
         base_url = base_url.set(drivername="postgresql+psycopg")
@@ -49,9 +51,13 @@ def pytest_configure(config):
     from db.session import reset_engine
     from tasks.upkeep.jobs import ensure_partitions
 
-    # What `python -m workers migrate` does: the migrations, then this month's partitions and 4 ahead.
+    # What `python -m workers migrate` does: the migrations, this month's partitions and 4 ahead, the search index.
     upgrade(test_url)
     ensure_partitions()
+    from tasks.search.engines import PostgresEngine
+    from tasks.search.reindex import ensure_current
+
+    ensure_current(PostgresEngine())
     reset_engine()
 
 

@@ -13,6 +13,8 @@ TASK_MODULES = [
     "tasks.analytics.tasks",
     "tasks.graph.tasks",
     "tasks.moderation.tasks",
+    "tasks.search.tasks",
+    "tasks.cache.tasks",
 ]
 
 app = Celery("social_jobs", include=TASK_MODULES)

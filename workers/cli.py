@@ -30,8 +30,24 @@ def _cmd_migrate(args) -> int:
         for name, done in report["tables"].items():
             print(f"  {name}: {', '.join(done.get('created', [])) or 'nothing to create'}"
                   + (f" ERROR {done['error']}" if "error" in done else ""))
-        return 1 if report["failed"] else 0
+        search_failed = ensure_search_index()
+        return 1 if report["failed"] or search_failed else 0
     return 0
+
+
+def ensure_search_index() -> bool:
+    """Build the search index when none is active or its document schema changed; True on failure."""
+    from tasks.search.engines import engine
+    from tasks.search.reindex import ensure_current
+    from workers.errors import ServiceUnavailable
+
+    try:
+        built = ensure_current(engine())
+    except ServiceUnavailable as exc:
+        print(f"  search: ERROR the search engine is unavailable ({exc}); run `search reindex` later")
+        return True
+    print(f"  search: {'built version ' + str(built.version) if built else 'index is current'}")
+    return False
 
 
 def _cmd_status(args) -> int:
@@ -75,6 +91,15 @@ def _cmd_moderation(args) -> int:
         return moderation_cli.queue_main(args.limit, args.json)
     return moderation_cli.decide_main(args.id, approve=args.action == "approve", moderator_id=args.moderator,
                                       reason=getattr(args, "reason", None))
+
+
+def _cmd_search(args) -> int:
+    settings.require_services("the search commands", names=("DATABASE_URL",))
+    from tasks.search import cli as search_cli
+
+    if args.action == "reindex":
+        return search_cli.reindex_main(args.since)
+    return search_cli.verify_main()
 
 
 def _uuid(value: str) -> str:
@@ -247,6 +272,15 @@ def build_parser(extensions: tuple[Callable, ...] = ()) -> argparse.ArgumentPars
         if action == "reject":
             decide.add_argument("--reason", required=True, help="shown to the author (at most 500 characters)")
     moderation.set_defaults(func=_cmd_moderation)
+
+    search = sub.add_parser("search", help="rebuild or verify the search index")
+    search_sub = search.add_subparsers(dest="action", required=True)
+    reindex = search_sub.add_parser("reindex", help="fill a new index version and swap it in (searches keep "
+                                                    "working); --since rewrites recent posts in place")
+    reindex.add_argument("--since", type=date.fromisoformat, metavar="YYYY-MM-DD",
+                         help="only posts created or edited since this day, into the live versions")
+    search_sub.add_parser("verify", help="what search.verify does nightly: remove stale documents, queue missing ones")
+    search.set_defaults(func=_cmd_search)
 
     exporter = sub.add_parser("exporter", help="Prometheus exporter: queues, beat dispatches, task durations, dead letters")
     exporter.add_argument("--address", default="127.0.0.1",

@@ -44,6 +44,10 @@ class InvalidArguments(BadInput):
     code = "invalid_arguments"
 
 
+class ServiceUnavailable(Exception):
+    """A remote service of ours (the search engine) refused, timed out or answered 5xx: retried."""
+
+
 # Failures that a later attempt can succeed at: connections lost, lock and
 # statement timeouts, serialization failures and deadlocks (all OperationalError
 # in psycopg 3), and a broker or result backend going away.
@@ -54,4 +58,5 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
     KombuOperationalError,
+    ServiceUnavailable,
 )

@@ -18,9 +18,14 @@ from db.models.moderation import ContentModeration
 from db.models.media import MediaFile, ProcessingStatus
 from db.models.notifications import Notification, NotificationRateLimit
 from db.models.operations import DeadLetter, JobHeartbeat, UpkeepRun
+from db.models.search import SearchDirty, SearchDocument, SearchIndexVersion, SearchVerification
 from db.models.social import Comment, EmojiReaction, Follow, Like, Post, Share, User
 
 __all__ = [
+    "SearchDirty",
+    "SearchDocument",
+    "SearchIndexVersion",
+    "SearchVerification",
     "CommentReaction",
     "ContentModeration",
     "Conversation",

@@ -401,7 +401,7 @@ def redis_running() -> bool:
     return port_file.exists() and _redis_state(int(port_file.read_text().strip())) in ("ours", "unprotected")
 
 
-def ensure_environment(broker_db: int = 0, backend_db: int | None = None) -> list[str]:
+def ensure_environment(broker_db: int = 0, backend_db: int | None = None, cache_db: int = 2) -> list[str]:
     """Give every unset service URL an embedded service; return the services this call started.
 
     The URLs go into ``os.environ``, so child processes (workers, beat, Flower)
@@ -418,6 +418,9 @@ def ensure_environment(broker_db: int = 0, backend_db: int | None = None) -> lis
         os.environ["BROKER_URL"] = embedded_redis_url(broker_db)
         if backend_db is not None and not os.environ.get("RESULT_BACKEND"):
             os.environ["RESULT_BACKEND"] = embedded_redis_url(backend_db)
+        # The cache in a database of its own: FLUSHDB of it never touches a queue.
+        if not os.environ.get("CACHE_URL"):
+            os.environ["CACHE_URL"] = embedded_redis_url(cache_db)
     return started
 
 

@@ -19,7 +19,8 @@ from workers.dev.embedded import data_dir
 # burst of uploads cannot starve notifications; feed scoring runs long chunks.
 WORKER_GROUPS = {
     "images": ["images"],
-    "core": ["mentions", "notifications", "engagement", "upkeep", "analytics", "graph", "moderation", "maintenance"],
+    "core": ["mentions", "notifications", "engagement", "upkeep", "analytics", "graph", "moderation", "search", "cache",
+             "maintenance"],
     "feed": ["feed"],
     # Email and push wait on remote servers; their own pool keeps a slow SMTP server
     # from holding up notifications.
@@ -85,6 +86,9 @@ def run(once: bool = False, demo: bool = True) -> int:
 
     made = jobs.ensure_partitions()
     print(f"  migrations applied; partitions: {partition_summary(made)}")
+    from workers.cli import ensure_search_index
+
+    ensure_search_index()
     if not os.environ.get("BACKUP_KEY"):
         from tasks.upkeep.backup import new_identity_text
         from workers.private_files import generated_once
