@@ -12,13 +12,13 @@ between the look and the repair):
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import date
+from datetime import date, datetime
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from db.visibility import readable_post_sql
-from tasks.search import versions
+from tasks.search import documents, versions
 from tasks.search.engines import Engine
 
 REMOVE_CHUNK = 1000
@@ -68,3 +68,28 @@ def latest(session: Session, backend: str) -> dict | None:
         "SELECT version, day, expected, indexed, removed, missing, created_at FROM search_verifications "
         "WHERE backend = :b ORDER BY id DESC LIMIT 1"), {"b": backend}).mappings().first()
     return dict(row) if row else None
+
+
+SEARCH_LAG_PROBLEM_SECONDS = 300   # ten missed index_dirty runs
+
+
+def health(session: Session, backend: str, now: datetime) -> tuple[dict, list[str]]:
+    """What ``status`` shows of search: the version, the dirty backlog and its age, the last check's drift."""
+    problems = []
+    current = versions.active(session, backend)
+    backlog, oldest = session.execute(text("SELECT count(*), min(marked_at) FROM search_dirty")).one()
+    lag = round((now - oldest).total_seconds()) if oldest else 0
+    state = {"backend": backend, "version": current.id if current else None, "dirty": backlog, "lag_s": lag,
+             "last_verify": None}
+    if current is None:
+        problems.append(f"search has no active {backend} index: run `python -m workers search reindex`")
+    elif current.schema_hash != documents.SCHEMA_HASH:
+        problems.append("the search index was built with another document schema: run `python -m workers migrate`")
+    if lag > SEARCH_LAG_PROBLEM_SECONDS:
+        problems.append(f"search indexing is behind: {backlog} dirty marks, the oldest {lag} s old "
+                        "(is search.index_dirty running?)")
+    last = latest(session, backend)
+    if last is not None:
+        state["last_verify"] = {"day": last["day"].isoformat(), "drift": last["expected"] - last["indexed"],
+                                "removed": last["removed"], "missing": last["missing"]}
+    return state, problems

@@ -64,6 +64,7 @@ def collect(timeout: float = 2.0, canary_timeout: float = 10.0) -> dict:
         beats = heartbeats(session)
         report["dead_letters"] = summary(session)
         report["delivery"] = _delivery(session, now, report["problems"])
+        report["search"] = _search(session, now, report["problems"])
     report["upkeep"] = _upkeep(now, report["problems"])
     report["analytics"] = _analytics(now, report["problems"])
     entries = set(app.conf.beat_schedule or {})
@@ -90,6 +91,15 @@ def _delivery(session, now: datetime, problems: list[str]) -> dict:
     if state["overdue_seconds"] > DELIVERY_LAG_PROBLEM.total_seconds():
         problems.append(f"delivery is behind: {state['due']} due deliveries, the oldest "
                         f"{state['overdue_seconds']} s overdue (is delivery.dispatch_due running?)")
+    return state
+
+
+def _search(session, now: datetime, problems: list[str]) -> dict:
+    from tasks.search.engines import engine
+    from tasks.search.verify import health
+
+    state, found = health(session, engine().name, now)
+    problems.extend(found)
     return state
 
 
@@ -134,6 +144,12 @@ def main(as_json: bool = False) -> int:
         d = report["delivery"]
         print(f"delivery: email {d['email']}; push {d['push']}; {d['due']} due (oldest {d['overdue_seconds']} s "
               f"overdue), {d['in_flight']} in flight, {d['failed_last_hour']} failed in the last hour")
+    if "search" in report:
+        s = report["search"]
+        checked = s["last_verify"]
+        print(f"search: {s['backend']} version {s['version']}, {s['dirty']} dirty (oldest {s['lag_s']} s)"
+              + (f"; last verify {checked['day']}: drift {checked['drift']}, {checked['removed']} removed, "
+                 f"{checked['missing']} queued" if checked else "; never verified"))
     if "upkeep" in report:
         runs = [f"{job} never" if last is None else f"{job} {last['status']} {last['age_s']} s ago"
                 for job, last in report["upkeep"].items()]
