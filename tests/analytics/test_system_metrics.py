@@ -44,7 +44,7 @@ def test_sample_writes_every_queue_and_the_database_once_a_minute(db_session):
 
     result = system_metrics.sample(session, app, redis_client(), now=minute + timedelta(seconds=5))
     rows = _rows(session, minute)
-    assert result["status"] == "ok" and result["queues"] == len(celeryconfig.QUEUE_NAMES) == 11
+    assert result["status"] == "ok" and result["queues"] == len(celeryconfig.QUEUE_NAMES) == 13
     assert result["samples"] == len(rows)
     by_metric: dict[str, list] = {}
     for name, tags, value in rows:
