@@ -110,9 +110,11 @@ def db_session(engine):
         connection.close()
 
 
+# search_index_versions says which index partitions exist, like alembic_version says which
+# tables do: emptying it would leave the partitions without an active version.
 APP_TABLES_SQL = """
 SELECT string_agg(format('%I.%I', schemaname, tablename), ', ')
-FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'
+FROM pg_tables WHERE schemaname = 'public' AND tablename NOT IN ('alembic_version', 'search_index_versions')
 """
 
 
