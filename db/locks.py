@@ -44,6 +44,12 @@ def xact_lock(session: Session, namespace: str, *parts: object) -> None:
                     {"key": lock_key(namespace, *parts)})
 
 
+def xact_lock_shared(session: Session, namespace: str, *parts: object) -> None:
+    """Wait for the key's lock in shared mode (many holders; excludes ``xact_lock``); held until this transaction ends."""
+    session.execute(text(f"SELECT pg_advisory_xact_lock_shared({key_sql(':key')})"),
+                    {"key": lock_key(namespace, *parts)})
+
+
 def try_xact_lock(session: Session, namespace: str, *parts: object) -> bool:
     """Take the key's lock if it is free; held until this transaction ends."""
     return bool(session.execute(text(f"SELECT pg_try_advisory_xact_lock({key_sql(':key')})"),

@@ -186,12 +186,12 @@ class TypesenseEngine:
 
     def _call(self, fn, *args, **kwargs):
         """Run a client call; outages and 5xx become ServiceUnavailable (retried), other errors stay."""
-        import requests
+        import httpx
         from typesense import exceptions as ts
 
         try:
             return fn(*args, **kwargs)
-        except (requests.exceptions.RequestException, ts.ServiceUnavailable, ts.ServerError, ts.Timeout) as exc:
+        except (httpx.HTTPError, ts.HTTPStatus0Error, ts.ServiceUnavailable, ts.ServerError, ts.Timeout) as exc:
             raise _unavailable(exc) from None
 
     def create_version(self, session: Session, version: int) -> None:
@@ -277,8 +277,9 @@ class TypesenseEngine:
                    "query_by_weights": ",".join(map(str, documents.TYPESENSE_QUERY_WEIGHTS)),
                    "filter_by": self.filter_by(audience), "sort_by": "_text_match:desc,created_at:desc",
                    "page": page + 1, "per_page": per_page, "include_fields": "id",
-                   # The same matching as PostgreSQL's: whole words, no typo tolerance.
-                   "prefix": "false", "num_typos": 0}
+                   # The same matching as PostgreSQL's: whole words, no typo tolerance, every word
+                   # (Typesense would otherwise drop words that match nothing).
+                   "prefix": "false", "num_typos": 0, "drop_tokens_threshold": 0}
         result = self._call(self.client.multi_search.perform, {"searches": [request]}, {})["results"][0]
         if "error" in result:
             raise ServiceUnavailable(f"typesense search failed: {str(result['error'])[:200]}")

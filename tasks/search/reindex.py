@@ -3,7 +3,8 @@
 ``reindex(engine)``: a ``building`` version is made (a partition, or a
 collection), every post is written to it in keyset chunks of SEARCH_BATCH,
 then one transaction retires the active version and activates the new one
-(and moves Typesense's alias), and the old version is dropped. Meanwhile the
+(and moves Typesense's alias), and the old version is dropped once no query
+still reads it (``versions.READERS``). Meanwhile the
 dirty pass writes to both versions (tasks/search/versions.py), so changes made
 during the rebuild are in the new version too. Each chunk takes the version
 lock before it reads the posts, as the dirty pass does: whichever writes a
@@ -102,6 +103,7 @@ def reindex(engine: Engine, since: datetime | None = None, progress: Progress | 
             engine.activate(session, version)
         if previous is not None:
             with session_scope() as session:
+                versions.lock_readers_out(session, engine.name)
                 engine.drop_version(session, previous)
         return Reindex(version, previous, posts, applied)
     finally:

@@ -92,7 +92,7 @@ def query(q: str, viewer_id: int, limit: int = 20, cursor: str | None = None) ->
     search_engine = engine()
     found: list[str] = []
     with session_scope() as session:
-        current = versions.active(session, search_engine.name)
+        current = versions.reading(session, search_engine.name)
         if current is None:
             return SearchPage([], None)
         friends, blocked = session.execute(_AUDIENCE_SQL, {"viewer": viewer_id}).one()

@@ -13,11 +13,15 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from db.locks import try_xact_lock, xact_lock
+from db.locks import try_xact_lock, xact_lock, xact_lock_shared
 
 LOCK = "search.index"
 """Held (per backend) by each dirty batch, reindex chunk, swap and verify: they read
 PostgreSQL and write the index one after another, so the last writer read the newest rows."""
+
+READERS = "search.readers"
+"""Shared by every query from reading the active version to its last statement; taken
+exclusively to drop a retired version, which so waits for the queries still reading it."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,17 @@ def lock(session: Session, backend: str) -> None:
 
 def try_lock(session: Session, backend: str) -> bool:
     return try_xact_lock(session, LOCK, backend)
+
+
+def reading(session: Session, backend: str) -> Version | None:
+    """The active version, for a query: it stays in place until this transaction ends."""
+    xact_lock_shared(session, READERS, backend)
+    return active(session, backend)
+
+
+def lock_readers_out(session: Session, backend: str) -> None:
+    """Wait until no query reads a version any more (new queries read the new active one)."""
+    xact_lock(session, READERS, backend)
 
 
 def active(session: Session, backend: str) -> Version | None:
