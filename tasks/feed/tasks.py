@@ -7,6 +7,7 @@ from celery import group
 
 from db.models import User
 from db.session import session_scope
+from tasks.cache.hooks import invalidate_on_commit
 from tasks.feed import expiry, scoring, trending
 from tasks.feed.active import dispatch_active_users
 from db.heartbeats import record_heartbeat
@@ -42,6 +43,9 @@ def score_users(user_ids: list[int]) -> dict:
     for chunk in scoring.transaction_chunks(user_ids):
         with session_scope() as session:
             total.add(scoring.score_users(session, chunk, now))
+            # The whole chunk: a user skipped as locked is being rewritten by another writer,
+            # whose own commit drops the pages again.
+            invalidate_on_commit(session, "feed_rebuilt", chunk)
     return total.as_dict()
 
 
@@ -51,6 +55,7 @@ def refresh_user(user_id: int) -> dict:
     with session_scope() as session:
         if session.get(User, user_id) is None:
             return {"status": "gone"}
+        invalidate_on_commit(session, "feed_rebuilt", [user_id])
         return scoring.score_users(session, [user_id], utcnow(), wait_for_lock=True).as_dict()
 
 

@@ -90,6 +90,11 @@ class Outcome:
     notification_id: str | None = None
     parent_id: str | None = None
 
+    @property
+    def wrote(self) -> bool:
+        """The recipient's notifications changed (a duplicate or a self-event writes nothing)."""
+        return self.status not in ("duplicate", "self")
+
     def as_dict(self) -> dict:
         return {"status": self.status, "notification_id": self.notification_id, "parent_id": self.parent_id}
 

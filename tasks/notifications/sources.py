@@ -174,6 +174,13 @@ _STILL_PRESENT_SQL = {
 }
 
 
+def retract_recipient(session: Session, *, kind: str, scope_id: str | None, user_id: int | None) -> int | None:
+    """Who a retraction of ``kind`` is about: the post's or comment's author, or ``user_id``
+    for user kinds; None when the post or comment is gone."""
+    return session.execute(text(_RECIPIENT_SQL[BATCH_CONFIGS[kind].batch_scope]),
+                           {"scope": scope_id, "user": user_id}).scalar()
+
+
 def retract_source(session: Session, *, kind: str, actor_id: int, scope_id: str | None,
                    user_id: int | None) -> dict:
     """Undo an actor's notification after an unlike, unfollow, withdrawn request, unfriend
@@ -186,7 +193,7 @@ def retract_source(session: Session, *, kind: str, actor_id: int, scope_id: str 
     from tasks.notifications.batching import retract_actor
 
     params = {"actor": actor_id, "scope": scope_id, "user": user_id}
-    recipient_id = session.execute(text(_RECIPIENT_SQL[BATCH_CONFIGS[kind].batch_scope]), params).scalar()
+    recipient_id = retract_recipient(session, kind=kind, scope_id=scope_id, user_id=user_id)
     if recipient_id is None:
         return {"status": "gone"}
     if session.execute(text(_STILL_PRESENT_SQL[kind]), params).scalar():

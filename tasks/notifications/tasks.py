@@ -5,10 +5,11 @@ from datetime import datetime, timezone
 
 from db.locks import KEYS_PER_TRANSACTION, transaction_chunks
 from db.session import session_scope
+from tasks.cache.hooks import invalidate_on_commit
 from tasks.notifications.batching import apply_events, mark_read as mark_read_rows, prune_rate_limits
 from tasks.notifications.config import BATCH_CONFIGS, RECORDABLE_KINDS, RETRACTABLE_KINDS
 from tasks.notifications.errors import UnknownKind
-from tasks.notifications.sources import load_events, retract_source
+from tasks.notifications.sources import load_events, retract_recipient, retract_source
 from workers.errors import InvalidArguments
 from workers.task import UuidStr, job
 
@@ -27,7 +28,10 @@ def record(kind: str, source_id: UuidStr) -> dict:
         events = load_events(session, kind, [source_id], lock=True)
         if not events:
             return {"status": "gone"}
-        return apply_events(session, events, keys_locked=True)[0].as_dict()
+        outcome = apply_events(session, events, keys_locked=True)[0]
+        if outcome.wrote:
+            invalidate_on_commit(session, "notifications_changed", [events[0].recipient_id])
+        return outcome.as_dict()
 
 
 # Source ids per transaction in record_many: each distinct batch key holds an
@@ -47,8 +51,12 @@ def record_many(kind: str, source_ids: list[UuidStr]) -> dict:
         with session_scope() as session:
             events = load_events(session, kind, chunk)
             statuses["gone"] += len(chunk) - len(events)
-            for outcome in apply_events(session, events):
+            changed = set()
+            for event, outcome in zip(events, apply_events(session, events)):
                 statuses[outcome.status] = statuses.get(outcome.status, 0) + 1
+                if outcome.wrote:
+                    changed.add(event.recipient_id)
+            invalidate_on_commit(session, "notifications_changed", changed)
     return {"status": "ok", "received": len(source_ids), **statuses}
 
 
@@ -68,7 +76,11 @@ def retract(kind: str, actor_id: int, post_id: UuidStr | None = None, user_id: i
         raise InvalidArguments(f"retract(kind={kind!r}) needs {needed}")
     scope_id = None if scope == "user" else given[needed]
     with session_scope() as session:
-        return retract_source(session, kind=kind, actor_id=actor_id, scope_id=scope_id, user_id=user_id)
+        result = retract_source(session, kind=kind, actor_id=actor_id, scope_id=scope_id, user_id=user_id)
+        if result.get("removed"):
+            recipient = retract_recipient(session, kind=kind, scope_id=scope_id, user_id=user_id)
+            invalidate_on_commit(session, "notifications_changed", [recipient])
+        return result
 
 
 @job("notifications.mark_read")
@@ -79,6 +91,8 @@ def mark_read(user_id: int, notification_ids: list[UuidStr] | None = None, all: 
     with session_scope() as session:
         changed = mark_read_rows(session, user_id, notification_ids=notification_ids, all=all,
                                  now=datetime.now(timezone.utc))
+        if changed:  # top-level rows: the only ones the unread count counts
+            invalidate_on_commit(session, "notifications_changed", [user_id])
     return {"status": "ok", "marked": changed}
 
 

@@ -36,9 +36,9 @@ Progress = Callable[[int, int], None]
 """``progress(posts_done, posts_total)``, after each chunk."""
 
 _CHUNK_SQL = text("""
-SELECT id::text FROM posts WHERE id > CAST(:after AS uuid)
-  AND (CAST(:since AS timestamptz) IS NULL OR created_at >= :since OR updated_at >= :since)
-ORDER BY id LIMIT :n
+SELECT p.id::text FROM posts p WHERE p.id > CAST(:after AS uuid)
+  AND (CAST(:since AS timestamptz) IS NULL OR p.created_at >= :since OR p.updated_at >= :since)
+ORDER BY p.id LIMIT :n
 """)
 _COUNT_SQL = text("""
 SELECT count(*) FROM posts
