@@ -13,7 +13,8 @@ import pytest
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent
-FAMILIES = ("delivery", "engagement", "feed", "images", "maintenance", "mentions", "notifications")
+FAMILIES = ("delivery", "engagement", "feed", "images", "maintenance", "mentions", "notifications", "search",
+            "cache")
 
 pytestmark = pytest.mark.integration
 
@@ -58,6 +59,12 @@ def test_run_once_runs_every_family_and_stops_everything(clean_db, tmp_path):
     # The demo's mention went out for real: an email in the SMTP sink, a decrypted push in the receiver.
     delivery = next(l for l in table.splitlines() if l.strip().startswith("delivery "))
     assert "email sent" in delivery and "push sent" in delivery, delivery
+    # Two viewers, two answers: alice's friend finds her friends-only post too, a stranger does not.
+    search = next(l for l in table.splitlines() if l.strip().startswith("search "))
+    assert "finds 2 of alice's 2 posts, frank finds 1" in search, search
+    # A cache key appears (the warm) and goes (an invalidation).
+    cache = next(l for l in table.splitlines() if l.strip().startswith("cache "))
+    assert "cached, TTL" in cache and "gone" in cache, cache
     [mail] = (tmp_path / "data" / "mail").glob("*.eml")
     assert "Bob mentioned you" in mail.read_text()
     pushes = [p.read_text() for p in (tmp_path / "data" / "push").glob("*.json")]
