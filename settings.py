@@ -54,15 +54,19 @@ def name_days_pairs(env: str, value: str) -> dict[str, int]:
     return pairs
 
 
-def _check_search_url(env: str, value: str) -> None:
-    """``postgresql`` or ``typesense[s]://KEY@host:port``: anything else is refused at start."""
+def parse_search_url(env: str, value: str) -> tuple[str, str, str, int] | None:
+    """SEARCH_URL: None for PostgreSQL, else Typesense's (protocol, api key, host, port).
+
+    The one parser: settings checks a value with it at start, the search engine connects with it.
+    The error never repeats the value (it holds the API key)."""
     if value.lower() in ("postgresql", "postgres"):
-        return
+        return None
     scheme, sep, rest = value.partition("://")
     key, at, address = rest.rpartition("@")
     host, colon, port = address.rpartition(":")
     if not (sep and scheme in ("typesense", "typesenses") and at and key and colon and host and port.isdecimal()):
         raise SettingsError(f"{env}: expected `postgresql` or `typesense://API_KEY@host:port`")
+    return ("https" if scheme == "typesenses" else "http"), key, host.strip("[]"), int(port)
 
 
 @dataclass(frozen=True)
@@ -212,7 +216,7 @@ class Settings:
     search_url: str | None = _setting(
         "SEARCH_URL", None, "Search engine: unset or `postgresql` for PostgreSQL full-text (the default; nothing "
         "to install), or `typesense://API_KEY@host:port` (`typesenses://…` for HTTPS) for a Typesense server.",
-        secret=True, check=_check_search_url)
+        secret=True, check=parse_search_url)
     search_batch: int = _setting("SEARCH_BATCH", 1000, "Dirty marks claimed per `search.index_dirty` batch, and "
                                  "posts per reindex chunk.", minimum=1, maximum=10_000)
     search_dirty_budget_seconds: float = _setting(

@@ -161,10 +161,8 @@ class TypesenseAddress:
 
     @classmethod
     def parse(cls, url: str) -> TypesenseAddress:
-        scheme, _, rest = url.partition("://")
-        key, _, address = rest.rpartition("@")
-        host, _, port = address.rpartition(":")
-        return cls(key, host.strip("[]"), int(port), "https" if scheme == "typesenses" else "http")
+        protocol, key, host, port = settings.parse_search_url("SEARCH_URL", url)
+        return cls(key, host, port, protocol)
 
 
 def _unavailable(exc: Exception) -> ServiceUnavailable:
@@ -288,7 +286,7 @@ class TypesenseEngine:
 
 @functools.lru_cache(maxsize=4)
 def _engine_for(url: str | None) -> Engine:
-    if url is None or url.lower() in ("postgresql", "postgres"):
+    if url is None or settings.parse_search_url("SEARCH_URL", url) is None:
         return PostgresEngine()
     return TypesenseEngine(TypesenseAddress.parse(url))
 
