@@ -57,3 +57,18 @@ def test_missing_urls_are_named_with_what_to_do(monkeypatch):
 ])
 def test_mask_url_hides_passwords(url, shown):
     assert settings.mask_url(url) == shown
+
+
+@pytest.mark.parametrize("value", ["typesense://127.0.0.1:8108", "typesense://s3cret@host", "elastic://s3cret@h:9200",
+                                   "typesense://s3cret@h:port"])
+def test_a_bad_search_url_is_refused_without_repeating_it(value):
+    with pytest.raises(settings.SettingsError) as refused:
+        settings.load({"SEARCH_URL": value})
+    assert "SEARCH_URL" in str(refused.value) and "s3cret" not in str(refused.value)
+
+
+def test_search_url_names_the_engine_and_its_address():
+    assert settings.parse_search_url("SEARCH_URL", "postgresql") is None
+    assert settings.parse_search_url("SEARCH_URL", "typesenses://k@search.internal:443") == (
+        "https", "k", "search.internal", 443)
+    assert settings.load({"SEARCH_URL": "typesense://k@[::1]:8108"}).search_url == "typesense://k@[::1]:8108"
