@@ -96,6 +96,3 @@ def index_dirty(session_scope: Callable[[], AbstractContextManager[Session]], en
             run.backlog_left = True
             return run
 
-
-def backlog(session: Session) -> int:
-    return session.execute(text("SELECT count(*) FROM search_dirty")).scalar_one()
