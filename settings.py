@@ -105,6 +105,16 @@ class Settings:
     task_max_message_bytes: int = _setting(
         "TASK_MAX_MESSAGE_BYTES", 256 * 1024, "Largest task message (headers, properties and body) a worker "
         "accepts; larger ones are dead-lettered unread.", minimum=1024)
+    ingest_coalesce: str = _setting(
+        "INGEST_COALESCE", "on", "`on`: the worker applies `notifications.record`, `mentions.extract` and "
+        "`engagement.refresh_counts` messages in bulk, acking each after its bulk commits; `off`: one at a time.",
+        choices=("on", "off"))
+    ingest_coalesce_max_items: int = _setting(
+        "INGEST_COALESCE_MAX_ITEMS", 200, "Messages per coalesced bulk (one transaction).", minimum=1,
+        maximum=500)
+    ingest_coalesce_max_wait_ms: int = _setting(
+        "INGEST_COALESCE_MAX_WAIT_MS", 20, "Longest a message waits for bulk-mates before its bulk is applied.",
+        minimum=0, maximum=1000)
 
     # --- Beat ------------------------------------------------------------------
     beat_lock_retry_seconds: float = _setting(

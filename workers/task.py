@@ -27,6 +27,7 @@ from typing import Any, NewType
 from celery import Task, signals
 
 from workers.celery_app import app
+from workers.coalescing import Coalesce
 from workers.errors import TRANSIENT_ERRORS, InvalidArguments, JobError
 from workers.reliability.dead_letters import Failure, record_now
 from workers.reliability.deliveries import check_delivery
@@ -151,12 +152,16 @@ def _dead_letter_and_close_out(sender=None, task_id=None, exception=None, args=N
 
 
 def job(name: str, *, max_retries: int = 5, transient: tuple = TRANSIENT_ERRORS,
-        on_dead_letter: DeadLetterHook | None = None, **options):
+        on_dead_letter: DeadLetterHook | None = None, coalesce: Coalesce | None = None, **options):
     """Register a task under a stable ``family.verb_noun`` name with the shared policy.
 
     ``on_dead_letter(args, kwargs, failure)`` runs after the task is dead-lettered
     for any reason, so the family can close out its own state (say, mark an
     upload FAILED) instead of leaving it in progress forever.
+
+    ``coalesce=Coalesce(apply_many)``: the worker applies this task's messages in
+    bulk (workers/coalescing.py); the task's own body still runs any message that
+    cannot join a bulk, and every eager or direct call.
     """
     from celeryconfig import TASK_RETRY_BACKOFF_MAX
 
@@ -181,6 +186,8 @@ def job(name: str, *, max_retries: int = 5, transient: tuple = TRANSIENT_ERRORS,
             retry_jitter=True,
             max_retries=max_retries,
             on_dead_letter=staticmethod(on_dead_letter) if on_dead_letter else None,
+            validate_arguments=staticmethod(validate),
+            **({"coalesce": coalesce, "Strategy": "workers.coalescing:strategy"} if coalesce else {}),
             **options,
         )(run)
 

@@ -67,6 +67,23 @@ def refresh_in(session: Session, targets: dict[str, list[str]]) -> rc.BatchResul
     return total
 
 
+def refresh_each_in(session: Session, calls: list[dict]) -> list[dict]:
+    """Many forced refreshes (``{"post_ids": [...]}`` each) as one run in the caller's transaction:
+    refresh_counts' coalesced form. Each call's report counts its own ids."""
+    wanted = sorted({post_id for call in calls for post_id in call["post_ids"]})
+    run_id = rc.start_run(session, "refresh")
+    result = rc.repair_ids(session, "posts", wanted, run_id)
+    rc.mark_dirty(session, "posts", result.skipped)
+    rc.add_to_run(session, run_id, result, finish=True)
+    reports = []
+    for call in calls:
+        own = set(call["post_ids"])
+        part = rc.BatchResult(checked=len(own), fixes=[f for f in result.fixes if f.entity_id in own],
+                              skipped=[i for i in result.skipped if i in own])
+        reports.append(RunReport("finished", run_id, "refresh", result=part).as_dict())
+    return reports
+
+
 def run_dirty(budget_seconds: float | None = None, limit: int | None = None, dry_run: bool = False) -> RunReport:
     """Drain the dirty queue in bounded batches until it is empty or the budget is spent.
 

@@ -3,10 +3,12 @@ from celery import group
 
 from tasks.engagement import runs
 from tasks.engagement.reconcile import Chunk
+from workers.coalescing import Coalesce
 from workers.task import UuidStr, job
 
 
-@job("engagement.refresh_counts")
+@job("engagement.refresh_counts", coalesce=Coalesce(
+    runs.refresh_each_in, weight=lambda call: len(call["post_ids"]), max_weight=runs.rc.REPAIR_BATCH))
 def refresh_counts(post_ids: list[UuidStr]) -> dict:
     """The web tier's forced recount of these posts' counters (web-tier contract: a list of post ids)."""
     return runs.refresh("posts", post_ids).as_dict()

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from db.locks import key_sql
 from db.visibility import blocked_between_sql
-from tasks.notifications.batching import Event, apply_events
+from tasks.notifications.batching import Event, Outcome, apply_events, lock_keys
 from tasks.notifications.config import BATCH_CONFIGS
 
 # Columns of every source query: source_id, actor_id, actor_name, recipient_id, post_id,
@@ -112,6 +112,27 @@ def load_events(session: Session, kind: str, source_ids: list[str], *, lock: boo
                   actor_name=row["actor_name"], post_id=row["post_id"], event_at=row["event_at"],
                   dedupe_key=f"{kind}:{row['source_id']}", extra=row["extra"] or {}, scope_id=row["scope_id"])
             for row in rows]
+
+
+def source_id(event: Event) -> str:
+    return event.dedupe_key.split(":", 1)[1]
+
+
+def record_sources(session: Session, kind: str, source_ids: list[str]) -> dict[str, tuple[Event, Outcome]]:
+    """Record the events of many sources of one kind in the caller's transaction.
+
+    Returns {source id: (event, outcome)} for the sources that still exist (the
+    rest are gone). The batch keys are locked first and
+    the rows read again under the locks, so a retraction that committed before
+    the locks is seen, as the single-event path's locking read sees it.
+    """
+    events = load_events(session, kind, source_ids)
+    if not events:
+        return {}
+    lock_keys(session, {(event.recipient_id, event.batch_key) for event in events})
+    events = load_events(session, kind, [source_id(event) for event in events])
+    outcomes = apply_events(session, events, keys_locked=True)
+    return {source_id(event): (event, outcome) for event, outcome in zip(events, outcomes)}
 
 
 MENTION_SOURCE_KINDS = ("post", "comment")

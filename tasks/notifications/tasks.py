@@ -1,6 +1,7 @@
 """Celery entry points of the notifications family: thin, the logic is in batching.py."""
 from __future__ import annotations
 
+from collections import defaultdict
 from datetime import datetime, timezone
 
 from db.locks import KEYS_PER_TRANSACTION, transaction_chunks
@@ -9,8 +10,9 @@ from tasks.cache.hooks import invalidate_on_commit
 from tasks.notifications.batching import apply_events, mark_read as mark_read_rows, prune_rate_limits
 from tasks.notifications.config import BATCH_CONFIGS, RECORDABLE_KINDS, RETRACTABLE_KINDS
 from tasks.notifications.errors import UnknownKind
-from tasks.notifications.sources import load_events, retract_recipient, retract_source
+from tasks.notifications.sources import load_events, record_sources, retract_recipient, retract_source
 from workers.errors import InvalidArguments
+from workers.coalescing import HANDOFF, Coalesce
 from workers.task import UuidStr, job
 
 
@@ -19,7 +21,34 @@ def _check_kind(kind: str, allowed: tuple[str, ...]) -> None:
         raise UnknownKind(f"kind {kind[:50]!r} is not one of {', '.join(allowed)}")
 
 
-@job("notifications.record")
+def _record_in_bulk(session, calls: list[dict]) -> list:
+    """notifications.record's coalesced form (workers/coalescing.py): many messages, one transaction."""
+    results: list = [HANDOFF] * len(calls)    # an unknown kind runs alone, to fail with its typed error
+    by_kind: dict[str, list[int]] = defaultdict(list)
+    for index, call in enumerate(calls):
+        if call["kind"] in RECORDABLE_KINDS:
+            by_kind[call["kind"]].append(index)
+    changed = set()
+    for kind in sorted(by_kind):
+        outcomes = record_sources(session, kind, [calls[i]["source_id"] for i in by_kind[kind]])
+        seen = set()
+        for index in by_kind[kind]:
+            source = calls[index]["source_id"]
+            if source not in outcomes:
+                results[index] = {"status": "gone"}
+            elif source in seen:  # sent twice: the second is a duplicate, as it would be run alone
+                results[index] = {"status": "duplicate", "notification_id": None, "parent_id": None}
+            else:
+                seen.add(source)
+                event, outcome = outcomes[source]
+                results[index] = outcome.as_dict()
+                if outcome.wrote:
+                    changed.add(event.recipient_id)
+    invalidate_on_commit(session, "notifications_changed", changed)
+    return results
+
+
+@job("notifications.record", coalesce=Coalesce(_record_in_bulk))
 def record(kind: str, source_id: UuidStr) -> dict:
     """Call after the web tier commits a like, emoji reaction, follow, share, comment, friend
     request or accept (the friendships row's id), comment reaction or message."""
@@ -49,10 +78,10 @@ def record_many(kind: str, source_ids: list[UuidStr]) -> dict:
     statuses: dict[str, int] = {"gone": 0}
     for chunk in transaction_chunks(source_ids, BULK_CHUNK):
         with session_scope() as session:
-            events = load_events(session, kind, chunk)
-            statuses["gone"] += len(chunk) - len(events)
+            outcomes = record_sources(session, kind, chunk)
+            statuses["gone"] += len(set(chunk)) - len(outcomes)
             changed = set()
-            for event, outcome in zip(events, apply_events(session, events)):
+            for event, outcome in outcomes.values():
                 statuses[outcome.status] = statuses.get(outcome.status, 0) + 1
                 if outcome.wrote:
                     changed.add(event.recipient_id)

@@ -162,10 +162,11 @@ def test_record_many_retried_after_a_chunk_committed_finds_it_as_duplicates(clea
     committed, Celery retries the task, and the retry records only what is missing."""
     from sqlalchemy.exc import OperationalError
 
+    import tasks.notifications.sources as sources
     import tasks.notifications.tasks as notification_tasks
 
     monkeypatch.setattr(notification_tasks, "BULK_CHUNK", 2)
-    real_apply, calls = notification_tasks.apply_events, []
+    real_apply, calls = sources.apply_events, []
 
     def connection_lost_in_the_second_chunk(session, events, **kwargs):
         calls.append(len(events))
@@ -173,7 +174,7 @@ def test_record_many_retried_after_a_chunk_committed_finds_it_as_duplicates(clea
             raise OperationalError("INSERT INTO notifications ...", {}, Exception("server closed the connection"))
         return real_apply(session, events, **kwargs)
 
-    monkeypatch.setattr(notification_tasks, "apply_events", connection_lost_in_the_second_chunk)  # the worker is in-process
+    monkeypatch.setattr(sources, "apply_events", connection_lost_in_the_second_chunk)  # the worker is in-process
     author, post_id, like_ids, liker_ids = _seed(clean_db, 5)
     sent = notification_tasks.record_many.delay("like", like_ids)
     result = sent.get(timeout=60)

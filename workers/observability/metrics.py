@@ -32,12 +32,13 @@ def bucket_index(seconds: float) -> int:
     return len(BUCKETS) - 1
 
 
-def observe(client, task_name: str, state: str, seconds: float) -> None:
+def observe(client, task_name: str, state: str, seconds: float, *, count: int = 1) -> None:
+    """Add ``count`` runs of ``seconds`` each (a coalesced bulk: each message waited for all of it)."""
     key = f"{KEY_PREFIX}{task_name}|{state}"
     pipe = client.pipeline(transaction=False)
-    pipe.hincrby(key, f"b{bucket_index(seconds)}", 1)
-    pipe.hincrby(key, "count", 1)
-    pipe.hincrbyfloat(key, "sum", seconds)
+    pipe.hincrby(key, f"b{bucket_index(seconds)}", count)
+    pipe.hincrby(key, "count", count)
+    pipe.hincrbyfloat(key, "sum", seconds * count)
     pipe.execute()
 
 

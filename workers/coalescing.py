@@ -1,0 +1,352 @@
+"""Coalesced ingest: messages sent one per event, applied in bulk by the worker.
+
+The web tier calls ``notifications.record(kind, source_id)`` once per like. Run
+one at a time, every event pays a pool dispatch, a transaction and a commit,
+and the worker tops out near the no-op task's rate. A task declared with
+``@job(..., coalesce=Coalesce(apply_many))`` keeps its name, arguments and
+per-message contract, but its messages take this path in the worker:
+
+1. **Buffer (consumer process).** Each message is decoded into a Celery
+   request as usual and held in a buffer instead of going to the pool. The
+   buffer raises the channel's prefetch by one per held message (as Celery does
+   for ETA tasks), so the consumer keeps reading while prefetch stays 1 for
+   every other task; a ceiling on those credits bounds what one worker holds.
+2. **Flush.** After ``INGEST_COALESCE_MAX_WAIT_MS`` or at
+   ``INGEST_COALESCE_MAX_ITEMS`` (or a family's weight limit), the buffer goes
+   to a pool process as one job: ``apply_many(session, calls)`` in one
+   transaction, then each message's result is stored.
+3. **Ack after commit.** The consumer acks each message only when the job
+   returns, i.e. after the bulk transaction committed (``acks_late``). A pool
+   process killed mid-bulk requeues every message of the bulk (as
+   ``reject_on_worker_lost`` does), so nothing is lost and the effects, being
+   idempotent, happen once.
+
+Anything that is not a plain first delivery runs alone, through Celery's own
+path, with every per-task guarantee (retries, dead letters, poison pill):
+messages with an ETA or a retry number, arguments the validator refuses,
+a family's ``HANDOFF`` answer (say, an unknown kind), redeliveries (their
+delivery counter is above one, so a message that kills its process cannot take
+its bulk-mates' delivery budget with it), a transient error (the bulk is handed
+off whole: each message then retries with backoff), and the one message a
+bisection isolates when a bulk fails for another reason. One poisoned event
+therefore costs its bulk-mates a few retried transactions, never a failure.
+
+``INGEST_COALESCE=off`` turns the whole path off (each message runs alone).
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from billiard.exceptions import SoftTimeLimitExceeded, WorkerLostError
+from celery import signals, states
+from celery.utils.imports import symbol_by_name
+from celery.worker.request import create_request_cls
+from celery.worker.state import task_ready, task_reserved
+from celery.worker.strategy import default as default_strategy
+
+import settings
+from workers.broker import redis_client
+from workers.errors import TRANSIENT_ERRORS, InvalidArguments
+from workers.reliability.deliveries import COUNTER_TTL_S, MAX_DELIVERIES, key as delivery_key
+
+log = logging.getLogger("workers.coalescing")
+
+HANDOFF = type("Handoff", (), {"__repr__": lambda self: "HANDOFF"})()
+"""What ``apply_many`` returns for a call it will not apply in bulk: that message runs alone."""
+
+
+@dataclass(frozen=True)
+class Coalesce:
+    """How a task's messages are applied together.
+
+    ``apply_many(session, calls)`` gets each message's bound arguments (a dict,
+    defaults filled in) and returns one result per call, in order: a JSON value
+    (the message's task result) or ``HANDOFF``. It must not commit, and a
+    ``HANDOFF`` call must have had no effect. ``weight(call)`` is what a call
+    adds toward ``max_weight`` (say, the length of an id list); a single call
+    heavier than that runs alone.
+    """
+    apply_many: Callable
+    weight: Callable[[dict], int] | None = None
+    max_weight: int | None = None
+
+
+def _settings():
+    found = settings.current()
+    return found.ingest_coalesce == "on", found.ingest_coalesce_max_items, found.ingest_coalesce_max_wait_ms
+
+
+# --- Consumer process -----------------------------------------------------------
+
+
+def strategy(task, app, consumer, **kwargs):
+    """The task's Celery strategy (``Task.Strategy``): coalesce first deliveries, else Celery's default."""
+    run_alone = default_strategy(task, app, consumer, **kwargs)
+    enabled, max_items, max_wait_ms = _settings()
+    if not enabled:
+        return run_alone
+    return _Buffer(task, app, consumer, run_alone, max_items, max_wait_ms / 1000.0).on_message
+
+
+def _first_delivery(message) -> bool:
+    headers = message.headers or {}
+    if "args" in (message.payload if isinstance(getattr(message, "payload", None), dict) else {}):
+        return False  # protocol 1: leave it to Celery
+    if headers.get("eta") or headers.get("retries"):
+        return False
+    return not (message.delivery_info or {}).get("redelivered")
+
+
+class _Buffer:
+    """The held requests of one coalesced task in one consumer (all calls on the consumer's thread)."""
+
+    def __init__(self, task, app, consumer, run_alone, max_items: int, max_wait: float):
+        self.task, self.app, self.consumer, self.run_alone = task, app, consumer, run_alone
+        self.spec: Coalesce = task.coalesce
+        self.max_items = max_items
+        self.max_weight = self.spec.max_weight or max_items
+        self.max_wait = max_wait
+        # Prefetch credits outstanding; the ceiling keeps a busy worker from holding the whole queue.
+        self.credit_ceiling = max_items * (consumer.pool.num_processes + 1 if consumer.pool else 2)
+        self.credits = 0
+        self.held: list[tuple] = []   # (request, call, qos that was raised or None)
+        self.weight = 0
+        self.timer = None
+        self.signature = inspect.signature(task.run)
+        self.Request = create_request_cls(symbol_by_name(task.Request), task, consumer.pool, consumer.hostname,
+                                          consumer.event_dispatcher, app=app)
+
+    def on_message(self, message, body, ack, reject, callbacks, **kwargs):
+        if not _first_delivery(message):
+            return self.run_alone(message, body, ack, reject, callbacks, **kwargs)
+        request = self.Request(message, on_ack=ack, on_reject=reject, app=self.app,
+                               hostname=self.consumer.hostname, eventer=self.consumer.event_dispatcher,
+                               task=self.task, connection_errors=self.consumer.connection_errors,
+                               body=message.body, headers=message.headers, decoded=False,
+                               utc=self.app.uses_utc_timezone())
+        call = self._bound_call(request)
+        weight = 1 if call is None or self.spec.weight is None else self.spec.weight(call)
+        if call is None or weight > self.max_weight:
+            # Refused arguments fail through the validator, with its typed error and dead letter.
+            return self.run_alone(message, body, ack, reject, callbacks, **kwargs)
+        if (request.expires or request.id in self.consumer.controller.state.revoked) and request.revoked():
+            return None
+        signals.task_received.send(sender=self.consumer, request=request)
+        request.send_event("task-received", name=request.name, args=request.argsrepr,
+                           kwargs=request.kwargsrepr, root_id=request.root_id, parent_id=request.parent_id,
+                           retries=0, eta=None, expires=request.expires and request.expires.isoformat())
+        task_reserved(request)
+        for callback in callbacks or ():
+            callback(request)
+        qos = None
+        if self.credits < self.credit_ceiling:
+            qos = self.consumer.qos
+            qos.increment_eventually()
+            self.credits += 1
+        self.held.append((request, call, qos))
+        self.weight += weight
+        if len(self.held) >= self.max_items or self.weight >= self.max_weight:
+            self.flush()
+        elif self.timer is None:
+            self.timer = self.consumer.timer.call_after(self.max_wait, self.flush)
+        return None
+
+    def _bound_call(self, request) -> dict | None:
+        args, kwargs = request.args, request.kwargs
+        if not isinstance(args, (list, tuple)) or not isinstance(kwargs, dict):
+            return None
+        try:
+            self.task.validate_arguments(args, kwargs)
+            bound = self.signature.bind(*args, **kwargs)
+        except (InvalidArguments, TypeError):
+            return None
+        bound.apply_defaults()
+        return dict(bound.arguments)
+
+    def flush(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        held, self.held, self.weight = self.held, [], 0
+        if not held:
+            return
+        items = [(request.id, call) for request, call, _qos in held]
+        try:
+            self.consumer.pool.apply_async(
+                run_many, (self.task.name, items),
+                callback=functools.partial(self._on_applied, held),
+                error_callback=functools.partial(self._on_pool_error, held),
+                soft_timeout=self.task.soft_time_limit, timeout=self.task.time_limit)
+        except Exception:  # noqa: BLE001 - the pool is closing: the messages stay unacked and come back
+            log.warning("could not hand %d coalesced %s message(s) to the pool; they stay unacked and "
+                        "are redelivered", len(held), self.task.name, exc_info=True)
+            for request, _call, qos in held:
+                self._release(request, qos)
+
+    def _release(self, request, qos) -> None:
+        task_ready(request)
+        self._return_credit(qos)
+
+    def _return_credit(self, qos) -> None:
+        if qos is not None:
+            self.credits -= 1
+            if qos is self.consumer.qos:  # a reconnect builds a new QoS at the base prefetch
+                qos.decrement_eventually()
+
+    def _on_applied(self, held: list, outcome: dict) -> None:
+        done, runtime = set(outcome["done"]), outcome["seconds"]
+        for request, _call, qos in held:
+            if request.id in done:
+                request.acknowledge()
+                request.send_event("task-succeeded", result="coalesced", runtime=runtime)
+                self._release(request, qos)
+                continue
+            # Run alone, through Celery's own path (it is already reserved).
+            self._return_credit(qos)
+            self.consumer.on_task_request(request)
+
+    def _on_pool_error(self, held: list, exc_info) -> None:
+        exception = getattr(exc_info, "exception", exc_info)
+        if isinstance(exception, WorkerLostError):
+            # As reject_on_worker_lost: every message of the bulk goes back to the queue, whole.
+            log.warning("the pool process applying %d coalesced %s message(s) died; requeued them",
+                        len(held), self.task.name)
+            for request, _call, qos in held:
+                request.reject(requeue=True)
+                self._release(request, qos)
+            return
+        # A hard time limit (the bulk rolled back) or a fault in this module: each runs alone.
+        log.warning("coalesced %s bulk of %d failed (%s); running each message alone",
+                    self.task.name, len(held), type(exception).__name__)
+        self._on_applied(held, {"done": [], "seconds": 0.0})
+
+
+# --- Pool process ---------------------------------------------------------------
+
+
+def run_many(task_name: str, items: list[tuple[str, dict]]) -> dict:
+    """Apply one bulk in a pool process: ``{"done": [task ids], "seconds": wall time}``.
+
+    Ids not in ``done`` are run alone by the consumer; their effects were rolled back.
+    """
+    from db.session import session_scope
+    from workers.celery_app import app
+
+    started = time.monotonic()
+    task = app.tasks[task_name]
+    fresh = _claim_first_deliveries(items)
+    results: dict[str, object] = {}
+    try:
+        _apply_bisecting(task.coalesce, fresh, results, session_scope)
+    except SoftTimeLimitExceeded:
+        log.warning("coalesced %s bulk hit its soft time limit; the rest run alone", task_name)
+    done = _store_results(task, results)
+    # Each message handed back runs alone, and its own run counts this delivery.
+    _give_back_deliveries(set(task_id for task_id, _call in fresh) - set(done))
+    seconds = time.monotonic() - started
+    _observe(task_name, seconds, len(done))
+    log.info("applied %d coalesced %s message(s) in one bulk, %d run alone", len(done), task_name,
+             len(items) - len(done), extra={"coalesced": len(done), "seconds": round(seconds, 4)})
+    return {"done": done, "seconds": seconds}
+
+
+def _claim_first_deliveries(items: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
+    """Count each message's delivery (the poison-pill counter) and keep only first deliveries.
+
+    A message delivered before may be the one that killed a pool process; it runs
+    alone, and its count is given back so that its own run counts this delivery once.
+    """
+    client = redis_client()
+    if client is None:
+        return items
+    try:
+        pipe = client.pipeline(transaction=False)
+        for task_id, _call in items:
+            pipe.incr(delivery_key(task_id, 0))
+            pipe.expire(delivery_key(task_id, 0), COUNTER_TTL_S)
+        counts = pipe.execute()[::2]
+    except Exception as exc:  # noqa: BLE001 - as the guard itself: never block the work on Redis
+        log.warning("delivery counter unavailable for a coalesced bulk: %s", exc)
+        return items
+    again = {task_id for (task_id, _call), count in zip(items, counts) if int(count) > 1}
+    if again:
+        _give_back_deliveries(again)
+        log.info("%d redelivered message(s) of a coalesced bulk run alone (limit %d deliveries)",
+                 len(again), MAX_DELIVERIES)
+    return [item for item in items if item[0] not in again]
+
+
+def _give_back_deliveries(task_ids: set[str]) -> None:
+    client = redis_client()
+    if not task_ids or client is None:
+        return
+    try:
+        pipe = client.pipeline(transaction=False)
+        for task_id in task_ids:
+            pipe.decr(delivery_key(task_id, 0))
+        pipe.execute()
+    except Exception as exc:  # noqa: BLE001 - worst case the message's budget is one delivery short
+        log.warning("could not give back coalesced delivery counts: %s", exc)
+
+
+def _apply_bisecting(spec: Coalesce, items: list, results: dict, session_scope) -> None:
+    """Apply ``items`` in one transaction; on a permanent error, split and try each half.
+
+    A transient error hands the whole bulk back: its messages then retry one by
+    one with backoff, instead of hammering a database that is down.
+    """
+    if not items:
+        return
+    try:
+        with session_scope() as session:
+            outputs = spec.apply_many(session, [call for _task_id, call in items])
+            if len(outputs) != len(items):
+                raise RuntimeError(f"apply_many returned {len(outputs)} results for {len(items)} calls")
+    except TRANSIENT_ERRORS as exc:
+        log.warning("coalesced bulk of %d hit a transient error (%s); each runs alone", len(items),
+                    type(exc).__name__)
+        return
+    except SoftTimeLimitExceeded:
+        raise
+    except Exception as exc:  # noqa: BLE001 - isolate the poisoned call(s)
+        if len(items) == 1:
+            log.warning("a coalesced call failed in bulk (%s); it runs alone", type(exc).__name__)
+            return
+        middle = len(items) // 2
+        _apply_bisecting(spec, items[:middle], results, session_scope)
+        _apply_bisecting(spec, items[middle:], results, session_scope)
+        return
+    for (task_id, _call), output in zip(items, outputs):
+        if output is not HANDOFF:
+            results[task_id] = output
+
+
+def _store_results(task, results: dict) -> list[str]:
+    """Store each applied message's result, as its own run would; a message whose result
+    cannot be stored runs alone again (its effect is already there: it reports a duplicate)."""
+    stored = []
+    for task_id, result in results.items():
+        try:
+            task.backend.store_result(task_id, result, states.SUCCESS)
+            stored.append(task_id)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("could not store a coalesced result (%s); the message runs alone", type(exc).__name__)
+    return stored
+
+
+def _observe(task_name: str, seconds: float, count: int) -> None:
+    if not count:
+        return
+    from workers.observability import metrics
+
+    try:
+        client = redis_client()
+        if client is not None:
+            metrics.observe(client, task_name, states.SUCCESS, seconds, count=count)
+    except Exception as exc:  # noqa: BLE001 - metrics never fail a task
+        log.debug("could not record coalesced durations: %s", exc)
