@@ -31,7 +31,7 @@ event_serializer = "json"
 task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
-task_track_started = True
+task_track_started = False
 task_send_sent_event = True
 worker_send_task_events = True
 broker_connection_retry_on_startup = True
@@ -103,7 +103,7 @@ broker_transport_options = {
 result_backend_transport_options = {"retry_policy": {"timeout": 5.0}}
 
 # --- Worker process hygiene.
-worker_max_tasks_per_child = 1000
+worker_max_tasks_per_child = 10_000
 worker_max_memory_per_child = 400_000  # KiB; an image decode that balloons recycles the child
 worker_hijack_root_logger = False
 worker_redirect_stdouts = False

@@ -106,9 +106,9 @@ class Settings:
         "TASK_MAX_MESSAGE_BYTES", 256 * 1024, "Largest task message (headers, properties and body) a worker "
         "accepts; larger ones are dead-lettered unread.", minimum=1024)
     ingest_coalesce: str = _setting(
-        "INGEST_COALESCE", "on", "`on`: the worker applies `notifications.record`, `mentions.extract` and "
+        "INGEST_COALESCE", "ON", "`on`: the worker applies `notifications.record`, `mentions.extract` and "
         "`engagement.refresh_counts` messages in bulk, acking each after its bulk commits; `off`: one at a time.",
-        choices=("on", "off"))
+        choices=("ON", "OFF"))
     ingest_coalesce_max_items: int = _setting(
         "INGEST_COALESCE_MAX_ITEMS", 200, "Messages per coalesced bulk (one transaction).", minimum=1,
         maximum=500)

@@ -177,10 +177,11 @@ def celery_worker(broker_clean):
 
 
 def spawn_worker(name: str, queues: list[str], concurrency: int = 1, pool: str = "prefork",
-                 extra_env: dict | None = None, log_path: Path | None = None) -> subprocess.Popen:
+                 extra_env: dict | None = None, log_path: Path | None = None,
+                 app_module: str = "workers") -> subprocess.Popen:
     """A real worker in its own process, with the test session's database and broker."""
     env = dict(os.environ, **(extra_env or {}))
-    argv = [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", ",".join(queues),
+    argv = [sys.executable, "-m", "celery", "-A", app_module, "worker", "-Q", ",".join(queues),
             "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h", f"--concurrency={concurrency}", f"--pool={pool}",
             "--loglevel=WARNING", "--without-gossip", "--without-mingle"]
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL

@@ -96,3 +96,5 @@ def _stamp_sent_at(headers=None, **_):
 
 signals.task_prerun.connect(metrics.task_started, weak=False)
 signals.task_postrun.connect(metrics.task_finished, weak=False)
+signals.worker_process_shutdown.connect(lambda **_: metrics.flush(), weak=False)
+signals.worker_shutdown.connect(lambda **_: metrics.flush(), weak=False)

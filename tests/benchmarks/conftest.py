@@ -153,6 +153,44 @@ def measure_task_throughput(app, send: Callable[[int], list], count: int, *, que
     return count / elapsed
 
 
+def measure_drain_throughput(app, publish: Callable[[int], list], count: int, *, queue: str,
+                             concurrency: int = 2, warmup: int = 50, name: str = "drain",
+                             extra_env: dict | None = None, app_module: str = "workers") -> float:
+    """Start a real prefork worker, fill its queue with ``count`` tasks, then let it drain them:
+    completed tasks per second of the worker alone.
+
+    The worker runs ``warmup`` tasks first, stops consuming while the queue is
+    filled, and the clock runs from the moment it consumes again to the last
+    result. Publishing is the web tier's cost, so it stays outside the figure
+    (on this machine one publish costs about as much as one no-op task).
+    """
+    from celery.result import ResultSet
+
+    proc = spawn_worker(name, [queue], concurrency=concurrency, extra_env=extra_env, app_module=app_module)
+    try:
+        (hostname,) = [n for n in wait_for_workers(app, [name]) if n.startswith(name)]
+        ResultSet(publish(warmup)).join_native(timeout=120)
+        app.control.cancel_consumer(queue, destination=[hostname], reply=True, timeout=10)
+        results = publish(count)
+        started = time.perf_counter()
+        app.control.add_consumer(queue, destination=[hostname], reply=True, timeout=10)
+        ResultSet(results).join_native(timeout=600, propagate=True)
+        elapsed = time.perf_counter() - started
+    finally:
+        stop_process(proc)
+    return count / elapsed
+
+
+@pytest.fixture(scope="session")
+def noop_drain_throughput(celery_app) -> float:
+    """Our no-op task drained from a full queue by 2 worker processes (measure_drain_throughput)."""
+    from tasks.maintenance.tasks import noop
+
+    celery_app.control.purge()
+    return measure_drain_throughput(celery_app, lambda n: [noop.delay() for _ in range(n)], 3000,
+                                    queue="maintenance", name="noop-drain")
+
+
 @pytest.fixture(scope="session")
 def noop_throughput(celery_app) -> float:
     """No-op task throughput with 2 worker processes: the baseline every family compares with."""

@@ -48,17 +48,21 @@ def key(task_id: str, retries: int) -> str:
     return f"{KEY_PREFIX}{task_id}:{retries}"
 
 
+# INCR and EXPIRE as one command: a pipeline of two costs the no-op task ~4% more.
+_COUNT_SCRIPT = "local n = redis.call('INCR', KEYS[1]) redis.call('EXPIRE', KEYS[1], ARGV[1]) return n"
+_scripts: dict[int, object] = {}
+
+
 def count_delivery(task_id: str, retries: int) -> int | None:
     """Count this delivery and return the total so far, or None when Redis is unavailable."""
     client = redis_client()
     if client is None:
         return None
     try:
-        pipe = client.pipeline(transaction=False)
-        pipe.incr(key(task_id, retries))
-        pipe.expire(key(task_id, retries), COUNTER_TTL_S)
-        count, _ = pipe.execute()
-        return int(count)
+        script = _scripts.get(id(client))
+        if script is None:
+            script = _scripts[id(client)] = client.register_script(_COUNT_SCRIPT)
+        return int(script(keys=[key(task_id, retries)], args=[COUNTER_TTL_S]))
     except Exception as exc:  # noqa: BLE001 - a guard must not take the task down
         log.warning("delivery counter unavailable: %s", exc)
         return None
