@@ -33,7 +33,9 @@ off whole: each message then retries with backoff), and the one message a
 bisection isolates when a bulk fails for another reason. One poisoned event
 therefore costs its bulk-mates a few retried transactions, never a failure.
 
-``INGEST_COALESCE=off`` turns the whole path off (each message runs alone).
+``INGEST_COALESCE=off`` turns the whole path off (each message runs alone), and
+so does a pool without the event loop (threads, solo, gevent): the buffer runs
+on the consumer's loop, the prefork pool's.
 """
 from __future__ import annotations
 
@@ -93,7 +95,9 @@ def strategy(task, app, consumer, **kwargs):
     """The task's Celery strategy (``Task.Strategy``): coalesce first deliveries, else Celery's default."""
     run_alone = default_strategy(task, app, consumer, **kwargs)
     enabled, max_items, max_wait_ms = _settings()
-    if not enabled:
+    if not enabled or consumer.hub is None:
+        # Without the event loop (threads, solo, gevent pools) pool callbacks and timers run on
+        # other threads than the consumer; the buffer is single-threaded, so each message runs alone.
         return run_alone
     return _Buffer(task, app, consumer, run_alone, max_items, max_wait_ms / 1000.0).on_message
 
