@@ -6,8 +6,9 @@ four square JPEGs (q85, progressive, optimised, no metadata):
 - ours: tasks.images.pipeline.render (DCT-scaled decode once, attention crop
   once, 512 then 256/128/64 from it; includes sha256, blurhash, dominant colour);
 - pyvips: ``thumbnail_buffer(data, s, height=s, crop="attention")`` per size,
-  the way libvips is normally used (it shrinks on load for each call); also
-  reported: ``pyvips_single_decode_ms``, one thumbnail at 512 and the rest from it;
+  the way libvips is normally used (it shrinks on load for each call); and
+  pyvips at its best, the headline (``images.variants_12mp_vs_pyvips_best``):
+  one shrink-on-load thumbnail at 512 and the rest from it;
 - naive Pillow: per size, open and fully decode, centre crop, Lanczos resize.
 Peak memory is the RSS growth of a fresh process running one job.
 """
@@ -134,6 +135,11 @@ def test_four_variants_of_a_12mp_jpeg(photo_12mp, bench_record):
                  "pyvips thumbnail_buffer x4 (crop=attention), same run",
                  pyvips_single_decode_ms=round(vips_single_ms, 1), **common,
                  goal=Goal("ratio", "<=", 1, "no slower than pyvips"))
+    # The headline: pyvips at its best, one shrink-on-load thumbnail and the other sizes made from it.
+    bench_record("images.variants_12mp_vs_pyvips_best", ours_ms, "ms", vips_single_ms,
+                 "pyvips one shrink-on-load thumbnail_buffer at 512, the rest resized from it, same run",
+                 pyvips_four_thumbnails_ms=round(vips_ms, 1), **common,
+                 goal=Goal("ratio", "<=", 1, "no slower than pyvips at its best"))
     entry = bench_record("images.variants_12mp_vs_naive", ours_ms, "ms", naive_ms,
                          "naive Pillow x4 (full decode per size, crop, Lanczos), same run",
                          speedup=round(naive_ms / ours_ms, 1), **common,
