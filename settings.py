@@ -113,7 +113,8 @@ class Settings:
         "INGEST_COALESCE_MAX_ITEMS", 200, "Messages per coalesced bulk (one transaction).", minimum=1,
         maximum=500)
     ingest_coalesce_max_wait_ms: int = _setting(
-        "INGEST_COALESCE_MAX_WAIT_MS", 20, "Longest a message waits for bulk-mates before its bulk is applied.",
+        "INGEST_COALESCE_MAX_WAIT_MS", 20, "How long a message waits for bulk-mates when a pool process is free "
+        "(while every process is busy, the bulk keeps growing).",
         minimum=0, maximum=1000)
 
     # --- Beat ------------------------------------------------------------------
