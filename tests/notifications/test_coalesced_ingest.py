@@ -192,3 +192,21 @@ def test_off_runs_each_message_alone(clean_db, celery_app, prefork_worker):
         per_transaction = connection.execute(ROWS_PER_TRANSACTION_SQL, {"a": author}).scalars().all()
     # One transaction per event; the second one also rewrote the first row (a single became a batch child).
     assert per_transaction == [2] + [1] * 10
+
+
+def test_a_warm_shutdown_with_messages_held_for_a_bulk_loses_none(clean_db, celery_app, prefork_worker):
+    """Messages held in the consumer's buffer are unacked: a SIGTERM gives them back, and the next
+    worker applies them. The long wait keeps them held, not applied, when the signal lands."""
+    from tasks.notifications.tasks import record
+
+    author, _post_id, like_ids, _likers = _seed(clean_db, 8)
+    worker = prefork_worker("coalesce-held", INGEST_COALESCE_MAX_WAIT_MS="1000", INGEST_COALESCE_MAX_ITEMS="500")
+    sent = [record.delay("like", like_id) for like_id in like_ids]
+    time.sleep(0.4)   # received and held; the 1 s timer has not fired
+    assert _notification_counts(clean_db, author) == (0, 0, 0)
+    worker.send_signal(signal.SIGTERM)
+    worker.wait(timeout=60)
+    prefork_worker("coalesce-next")
+    statuses = [result.get(timeout=60)["status"] for result in sent]
+    assert len(statuses) == 8 and "duplicate" not in statuses
+    assert _notification_counts(clean_db, author) == (1, 8, 8)
