@@ -51,7 +51,7 @@ from celery import signals, states
 from celery.backends.redis import RedisBackend
 from celery.utils.imports import symbol_by_name
 from celery.worker.request import create_request_cls
-from celery.worker.state import task_ready, task_reserved
+from celery.worker.state import task_accepted, task_ready, task_reserved
 from celery.worker.strategy import default as default_strategy
 from kombu.transport import redis as kombu_redis
 from kombu.transport.virtual.base import QoS as VirtualQoS
@@ -197,6 +197,7 @@ class _Buffer:
         try:
             self.consumer.pool.apply_async(
                 run_many, (self.task.name, items),
+                accept_callback=functools.partial(self._on_accepted, held),
                 callback=functools.partial(self._on_applied, held),
                 error_callback=functools.partial(self._on_pool_error, held),
                 soft_timeout=self.task.soft_time_limit, timeout=self.task.time_limit)
@@ -216,6 +217,15 @@ class _Buffer:
             self.credits -= 1
             if qos is self.consumer.qos:  # a reconnect builds a new QoS at the base prefetch
                 qos.decrement_eventually()
+
+    @staticmethod
+    def _on_accepted(held: list, pid: int, time_accepted: float) -> None:
+        # Active with its pool process, as a message run alone is: `inspect active`, Flower and a
+        # revoke with terminate see which process holds each coalesced message (no started event).
+        started = time.time() - (time.monotonic() - time_accepted)
+        for request, _call, _qos in held:
+            request.worker_pid, request.time_start = pid, started
+            task_accepted(request)
 
     def _bulk_finished(self) -> None:
         self.bulks_in_flight -= 1
