@@ -120,11 +120,11 @@ class _Buffer:
         self.max_items = max_items
         self.max_weight = self.spec.max_weight or max_items
         self.max_wait = max_wait
-        # Prefetch credits outstanding; the ceiling keeps a busy worker from holding the whole queue.
-        self.credit_ceiling = max_items * (consumer.pool.num_processes + 1 if consumer.pool else 2)
-        self.credits = 0
         self.processes = consumer.pool.num_processes if consumer.pool else 1
         self.bulks_in_flight = 0
+        # Prefetch credits outstanding; the ceiling keeps a busy worker from holding the whole queue.
+        self.credit_ceiling = max_items * (self.processes + 1)
+        self.credits = 0
         self.held: list[tuple] = []   # (request, call, qos that was raised or None)
         self.weight = 0
         self.timer = None
