@@ -318,7 +318,7 @@ def run_many(task_name: str, items: list[tuple[str, dict]]) -> dict:
     seconds = time.monotonic() - started
     _observe(task_name, seconds, len(done))
     log.info("applied %d coalesced %s message(s) in one bulk, %d run alone", len(done), task_name,
-             len(items) - len(done), extra={"coalesced": len(done), "seconds": round(seconds, 4)})
+             len(items) - len(done), extra={"task_name": task_name, "runtime": round(seconds, 4)})
     return {"done": done, "seconds": seconds}
 
 

@@ -18,6 +18,6 @@ app.conf.update(
 )
 
 
-@app.task(name="stock.noop")
+@app.task(name="stock.noop", shared=False)   # not registered in every app (ours included)
 def noop():
     return None
