@@ -25,7 +25,8 @@ per-message contract, but its messages take this path in the worker:
 
 Anything that is not a plain first delivery runs alone, through Celery's own
 path, with every per-task guarantee (retries, dead letters, poison pill):
-messages with an ETA or a retry number, arguments the validator refuses,
+messages with an ETA or a retry number, steps of a chain, group or chord (their
+continuation runs in Celery's tracer), arguments the validator refuses,
 a family's ``HANDOFF`` answer (say, an unknown kind), redeliveries (their
 delivery counter is above one, so a message that kills its process cannot take
 its bulk-mates' delivery budget with it), a transient error (the bulk is handed
@@ -102,10 +103,20 @@ def strategy(task, app, consumer, **kwargs):
     return _Buffer(task, app, consumer, run_alone, max_items, max_wait_ms / 1000.0).on_message
 
 
-def _first_delivery(message) -> bool:
+def _plain_first_delivery(message) -> bool:
+    """A message that may join a bulk: a first delivery, with no ETA, retry or canvas around it.
+
+    A chain's next step, a callback, an errback, a chord's counter or a group's
+    bookkeeping run in Celery's tracer after the task; a bulk has no tracer, so
+    such a message runs alone.
+    """
     headers = message.headers or {}
-    if "args" in (message.payload if isinstance(getattr(message, "payload", None), dict) else {}):
-        return False  # protocol 1: leave it to Celery
+    payload = message.payload
+    if not isinstance(payload, (list, tuple)) or len(payload) != 3:
+        return False  # protocol 1 or malformed: leave it to Celery
+    embed = payload[2] if isinstance(payload[2], dict) else {}
+    if any(embed.get(key) for key in ("callbacks", "errbacks", "chain", "chord")) or headers.get("group"):
+        return False
     if headers.get("eta") or headers.get("retries"):
         return False
     return not (message.delivery_info or {}).get("redelivered")
@@ -133,7 +144,7 @@ class _Buffer:
                                           consumer.event_dispatcher, app=app)
 
     def on_message(self, message, body, ack, reject, callbacks, **kwargs):
-        if not _first_delivery(message):
+        if not _plain_first_delivery(message):
             return self.run_alone(message, body, ack, reject, callbacks, **kwargs)
         request = self.Request(message, on_ack=ack, on_reject=reject, app=self.app,
                                hostname=self.consumer.hostname, eventer=self.consumer.event_dispatcher,

@@ -179,6 +179,20 @@ def test_mentions_and_refresh_counts_are_coalesced_with_their_own_results(clean_
                                  {"p": post_id}) == 6
 
 
+def test_chain_and_group_steps_run_alone_and_their_canvas_completes(clean_db, prefork_worker, isolated):
+    from celery import chain, group
+
+    author, _post_id, like_ids, _likers = _seed(clean_db, 6)
+    step = lambda like_id: isolated.app.signature("notifications.record", args=["like", like_id],  # noqa: E731
+                                                  immutable=True)
+    chained = chain(step(like_ids[0]), step(like_ids[1]), step(like_ids[2])).apply_async()
+    grouped = group(step(like_id) for like_id in like_ids[3:]).apply_async()
+    prefork_worker()
+    assert chained.get(timeout=60)["status"] in ("batched", "converted")   # the chain reached its last step
+    assert len(grouped.get(timeout=60)) == 3
+    assert _notification_counts(clean_db, author) == (1, 6, 6)
+
+
 def test_off_runs_each_message_alone(clean_db, prefork_worker, send):
     author, _post_id, like_ids, _likers = _seed(clean_db, 12)
     sent = [send("notifications.record", "like", like_id) for like_id in like_ids]
