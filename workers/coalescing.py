@@ -58,9 +58,8 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport.virtual.base import QoS as VirtualQoS
 
 import settings
-from workers.broker import redis_client
 from workers.errors import TRANSIENT_ERRORS, InvalidArguments
-from workers.reliability.deliveries import COUNTER_TTL_S, MAX_DELIVERIES, key as delivery_key
+from workers.reliability.deliveries import MAX_DELIVERIES, count_first_tries, uncount_first_tries
 
 log = logging.getLogger("workers.coalescing")
 
@@ -325,7 +324,7 @@ def run_many(task_name: str, items: list[tuple[str, dict]]) -> dict:
         log.warning("coalesced %s bulk hit its soft time limit; the rest run alone", task_name)
     done = _store_results(task, results)
     # Each message handed back runs alone, and its own run counts this delivery.
-    _give_back_deliveries(set(task_id for task_id, _call in fresh) - set(done))
+    uncount_first_tries(set(task_id for task_id, _call in fresh) - set(done))
     seconds = time.monotonic() - started
     _observe(task_name, seconds, len(done))
     log.info("applied %d coalesced %s message(s) in one bulk, %d run alone", len(done), task_name,
@@ -339,37 +338,15 @@ def _claim_first_deliveries(items: list[tuple[str, dict]]) -> list[tuple[str, di
     A message delivered before may be the one that killed a pool process; it runs
     alone, and its count is given back so that its own run counts this delivery once.
     """
-    client = redis_client()
-    if client is None:
+    counts = count_first_tries([task_id for task_id, _call in items])
+    if counts is None:
         return items
-    try:
-        pipe = client.pipeline(transaction=False)
-        for task_id, _call in items:
-            pipe.incr(delivery_key(task_id, 0))
-            pipe.expire(delivery_key(task_id, 0), COUNTER_TTL_S)
-        counts = pipe.execute()[::2]
-    except Exception as exc:  # noqa: BLE001 - as the guard itself: never block the work on Redis
-        log.warning("delivery counter unavailable for a coalesced bulk: %s", exc)
-        return items
-    again = {task_id for (task_id, _call), count in zip(items, counts) if int(count) > 1}
+    again = {task_id for task_id, count in counts.items() if count > 1}
     if again:
-        _give_back_deliveries(again)
+        uncount_first_tries(again)
         log.info("%d redelivered message(s) of a coalesced bulk run alone (limit %d deliveries)",
                  len(again), MAX_DELIVERIES)
     return [item for item in items if item[0] not in again]
-
-
-def _give_back_deliveries(task_ids: set[str]) -> None:
-    client = redis_client()
-    if not task_ids or client is None:
-        return
-    try:
-        pipe = client.pipeline(transaction=False)
-        for task_id in task_ids:
-            pipe.decr(delivery_key(task_id, 0))
-        pipe.execute()
-    except Exception as exc:  # noqa: BLE001 - worst case the message's budget is one delivery short
-        log.warning("could not give back coalesced delivery counts: %s", exc)
 
 
 def _apply_bisecting(spec: Coalesce, items: list, results: dict, session_scope) -> None:

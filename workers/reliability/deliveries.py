@@ -68,6 +68,38 @@ def count_delivery(task_id: str, retries: int) -> int | None:
         return None
 
 
+def count_first_tries(task_ids: list[str]) -> dict[str, int] | None:
+    """Count a delivery of each task id's first try in one round trip: {id: total so far},
+    or None when Redis is unavailable (a coalesced bulk, workers/coalescing.py)."""
+    client = redis_client()
+    if client is None or not task_ids:
+        return None
+    try:
+        pipe = client.pipeline(transaction=False)
+        for task_id in task_ids:
+            pipe.incr(key(task_id, 0))
+            pipe.expire(key(task_id, 0), COUNTER_TTL_S)
+        return {task_id: int(count) for task_id, count in zip(task_ids, pipe.execute()[::2])}
+    except Exception as exc:  # noqa: BLE001 - a guard must not take the task down
+        log.warning("delivery counter unavailable: %s", exc)
+        return None
+
+
+def uncount_first_tries(task_ids) -> None:
+    """Take back one counted delivery of each first try: the message runs alone, and its own
+    run counts this delivery (so a bulk never spends a message's budget twice)."""
+    client = redis_client()
+    if client is None or not task_ids:
+        return
+    try:
+        pipe = client.pipeline(transaction=False)
+        for task_id in task_ids:
+            pipe.decr(key(task_id, 0))
+        pipe.execute()
+    except Exception as exc:  # noqa: BLE001 - worst case the message's budget is one delivery short
+        log.warning("could not take back delivery counts: %s", exc)
+
+
 def check_delivery(task_id: str | None, retries: int | None) -> int | None:
     """Raise PoisonPill when this task id has been delivered too many times."""
     if not task_id:
