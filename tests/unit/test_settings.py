@@ -29,6 +29,9 @@ def test_an_empty_variable_counts_as_unset():
     ({"FEED_TTL_HOURS": "soon"}, "FEED_TTL_HOURS='soon' is not a number"),
     ({"TASK_MAX_DELIVERIES": "0"}, "TASK_MAX_DELIVERIES='0' is below its minimum 1"),
     ({"LOG_LEVEL": "loud"}, "LOG_LEVEL='loud' is not one of DEBUG, INFO"),
+    ({"INGEST_COALESCE": "maybe"}, "INGEST_COALESCE='maybe' is not one of ON, OFF"),
+    ({"INGEST_COALESCE_MAX_ITEMS": "501"}, "INGEST_COALESCE_MAX_ITEMS='501' is above its maximum 500"),
+    ({"INGEST_COALESCE_MAX_WAIT_MS": "-1"}, "INGEST_COALESCE_MAX_WAIT_MS='-1' is below its minimum 0"),
 ])
 def test_a_bad_value_is_refused_with_its_name(env, message):
     with pytest.raises(settings.SettingsError, match=message.replace("(", r"\(")):
