@@ -396,10 +396,7 @@ def _store_results(task, results: dict) -> list[str]:
                     meta = backend._get_result_meta(result, states.SUCCESS, None, None)
                     meta["task_id"] = task_id
                     value = backend.encode(meta)
-                    if backend.expires:
-                        pipe.setex(key, backend.expires, value)
-                    else:
-                        pipe.set(key, value)
+                    pipe.set(key, value, ex=backend.expires or None)
                     pipe.publish(key, value)
                 pipe.execute()
             return list(results)
