@@ -135,6 +135,10 @@ class Settings:
                                            "Dirty ids claimed per `reconcile_dirty` batch.", minimum=1)
     engagement_sweep_chunk: int = _setting("ENGAGEMENT_SWEEP_CHUNK", 50_000,
                                            "Rows per `engagement.sweep_chunk` keyset range.", minimum=1)
+    engagement_sweep_connections: int = _setting(
+        "ENGAGEMENT_SWEEP_CONNECTIONS", 2, "Chunks `reconcile --full` runs at once, each on its own "
+        "database connection (the Celery sweep spreads its chunks over the worker's processes instead).",
+        minimum=1, maximum=16)
     engagement_lock_timeout_ms: int = _setting("ENGAGEMENT_LOCK_TIMEOUT_MS", 2000,
                                                "`lock_timeout` of repair statements.", minimum=1)
     engagement_statement_timeout_ms: int = _setting("ENGAGEMENT_STATEMENT_TIMEOUT_MS", 10_000,

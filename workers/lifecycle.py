@@ -79,6 +79,14 @@ signals.worker_init.connect(_refuse_to_start_on_bad_config, weak=False)
 signals.beat_init.connect(_refuse_to_start_on_bad_config, weak=False)
 
 
+@signals.worker_init.connect
+def _import_the_driver_before_fork(**_kwargs):
+    # Pool processes inherit the parent's modules: loading the PostgreSQL driver and its
+    # SQLAlchemy dialect here spares each new process ~60 ms on its first task.
+    import psycopg  # noqa: F401
+    import sqlalchemy.dialects.postgresql.psycopg  # noqa: F401
+
+
 @signals.worker_process_init.connect
 def _fresh_engine_after_fork(**_kwargs):
     from db.session import reset_engine

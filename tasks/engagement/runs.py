@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
 from sqlalchemy import text
@@ -19,6 +20,7 @@ from tasks.engagement import reconcile as rc
 from tasks.engagement.counters import parent_tables
 
 DIRTY_BUDGET_SECONDS = settings.current().engagement_dirty_budget_seconds
+SWEEP_CONNECTIONS = settings.current().engagement_sweep_connections
 
 
 @dataclass
@@ -161,8 +163,10 @@ def sweep_chunk(chunk: rc.Chunk, run_id: str | None, dry_run: bool = False) -> t
 
 
 def run_full_sweep(dry_run: bool = False, progress: Callable[[int, int], None] | None = None,
-                   chunk_size: int | None = None) -> RunReport:
-    """The whole sweep in this process (the CLI): same claim, same chunks, run one by one."""
+                   chunk_size: int | None = None, connections: int | None = None) -> RunReport:
+    """The whole sweep in this process (the CLI): same claim, same chunks, ``connections``
+    chunks at a time. A chunk's time is spent in PostgreSQL, so one process keeps that
+    many backends busy; each chunk still commits on its own."""
     if dry_run:
         with session_scope() as session:
             run_id, chunks = None, rc.plan_chunks(session, size=chunk_size or rc.SWEEP_CHUNK)
@@ -172,10 +176,17 @@ def run_full_sweep(dry_run: bool = False, progress: Callable[[int, int], None] |
         if run_id is None:
             return RunReport("skipped", mode="full")
     report = RunReport("finished", run_id, "full", dry_run, chunks=len(chunks))
-    for index, chunk in enumerate(chunks):
-        outcome = sweep_chunk(chunk, run_id, dry_run)
-        if outcome is not None:
-            report.result.add(outcome[1])
-        if progress:
-            progress(index + 1, len(chunks))
+    with ThreadPoolExecutor(max_workers=connections or SWEEP_CONNECTIONS) as pool:
+        outcomes = [pool.submit(sweep_chunk, chunk, run_id, dry_run) for chunk in chunks]
+        try:
+            for done, outcome in enumerate(as_completed(outcomes), start=1):
+                if outcome.result() is not None:
+                    report.result.add(outcome.result()[1])
+                if progress:
+                    progress(done, len(chunks))
+        except BaseException:
+            # A failed chunk (or Ctrl-C) stops the sweep: chunks not started are dropped, and
+            # the run stays 'running' until ENGAGEMENT_SWEEP_STALE_AFTER closes it, as before.
+            pool.shutdown(cancel_futures=True)
+            raise
     return report

@@ -138,49 +138,67 @@ def _wait_finished(engine, run_id: str, timeout: float = 900) -> dict:
             run = rc.run_status(conn, run_id)
         if run["status"] != "running":
             return run
-        time.sleep(0.05)
+        time.sleep(0.01)
     raise TimeoutError("sweep did not finish")
 
 
 def test_full_sweep_against_the_bare_aggregates(engagement_dbs, celery_app, bench_record):
-    from tasks.engagement.tasks import sweep_all
-
+    """Three rounds after a warm-up (a nightly sweep runs on a long-lived worker): each
+    injects the same drift, measures the floor, then sweeps by each path and checks that
+    exactly the drifted counters were fixed. Figures are the medians of the rounds."""
     engine = create_engine(engagement_dbs["big"])
-    drift = _inject_drift(engine)
-    floors = [_floor_seconds(engine) for _ in range(2)]  # the first warms the cache
-    floor = min(floors)
-    floor_serial = _floor_seconds(engine, parallel=False)
+    _floor_seconds(engine)  # warms the cache
     celery_app.control.purge()
     proc = spawn_worker("eng-bench", ["engagement"], concurrency=2,
                         extra_env={"DATABASE_URL": engagement_dbs["big"]})
+    timings: dict[str, list[float]] = {"floor": [], "floor_serial": [], "celery": [], "cli": [], "cli_serial": []}
     try:
         wait_for_workers(celery_app, ["eng-bench"])
-        started = time.perf_counter()
-        dispatched = sweep_all.delay().get(timeout=300)
-        run = _wait_finished(engine, dispatched["run_id"])
-        sweep = time.perf_counter() - started
+        _celery_sweep(engine)
+        for _ in range(3):
+            timings["floor"].append(min(_floor_seconds(engine) for _ in range(2)))
+            timings["floor_serial"].append(_floor_seconds(engine, parallel=False))
+            seconds, dispatched, run = _celery_sweep(engine)
+            timings["celery"].append(seconds)
+            for key, connections in (("cli", 2), ("cli_serial", 1)):
+                drift = _inject_drift(engine)
+                seconds, run_id = _inline_sweep(engagement_dbs["big"], connections)
+                assert _fixed(engine, run_id) == drift
+                timings[key].append(seconds)
     finally:
         stop_process(proc)
-    fixed = _fixed(engine, run["id"])
-    assert run["status"] == "finished" and fixed == drift
-
-    # The same sweep in one process, as `python -m workers reconcile --full` runs it.
-    drift_again = _inject_drift(engine)
-    inline, inline_run = _inline_sweep(engagement_dbs["big"])
-    assert _fixed(engine, inline_run) == drift_again
     engine.dispose()
-    bench_record("engagement.full_sweep_1m_posts_one_process", inline, "s", floor,
-                 "bare GROUP BY aggregates of every counter's source, same data, one connection",
-                 goal=NoGoal("the CLI path, no Celery; the goal is on the Celery sweep"),
-                 floor_serial_seconds=round(floor_serial, 3),
-                 ratio_to_serial_floor=round(inline / floor_serial, 2), path="reconcile --full (CLI), no Celery")
-    bench_record("engagement.full_sweep_1m_posts", sweep, "s", floor,
-                 "bare GROUP BY aggregates of every counter's source, same data, one connection",
+    median = {key: statistics.median(values) for key, values in timings.items()}
+    rounds = {f"ratios_{key}": [round(v / f, 2) for v, f in zip(timings[key], timings["floor"])]
+              for key in ("celery", "cli", "cli_serial")}
+    floor, floor_serial = median["floor"], median["floor_serial"]
+    floor_note = "bare GROUP BY aggregates of every counter's source, same data, one connection"
+    bench_record("engagement.full_sweep_1m_posts_one_process", median["cli"], "s", floor, floor_note,
+                 goal=Goal("ratio", "<=", 2), path="reconcile --full (CLI), one process, 2 connections",
+                 statistic="median of 3", ratios=rounds["ratios_cli"], floor_serial_seconds=round(floor_serial, 3))
+    bench_record("engagement.full_sweep_1m_posts_one_connection", median["cli_serial"], "s", floor, floor_note,
+                 goal=NoGoal("context: ENGAGEMENT_SWEEP_CONNECTIONS=1, every chunk in turn on one connection"),
+                 path="reconcile --full (CLI), one process, 1 connection", statistic="median of 3",
+                 ratios=rounds["ratios_cli_serial"])
+    bench_record("engagement.full_sweep_1m_posts", median["celery"], "s", floor, floor_note,
                  goal=Goal("ratio", "<=", 2), chunks=dispatched["chunks"], workers="1 worker x 2 processes",
-                 rows_checked=run["rows_checked"], rows_fixed=run["rows_fixed"], drifted_counters=len(drift),
-                 run_duration_seconds=round(run["duration_seconds"], 3),
-                 floor_serial_seconds=round(floor_serial, 3), ratio_to_serial_floor=round(sweep / floor_serial, 2),
+                 statistic="median of 3", ratios=rounds["ratios_celery"],
+                 rows_checked=run["rows_checked"], rows_fixed=run["rows_fixed"],
+                 floor_serial_seconds=round(floor_serial, 3),
                  build_seconds=round(engagement_dbs["build_seconds"]["1m"], 1))
+
+
+def _celery_sweep(engine) -> tuple[float, dict, dict]:
+    """sweep_all through the worker, timed from the call to the run's finished row."""
+    from tasks.engagement.tasks import sweep_all
+
+    drift = _inject_drift(engine)
+    started = time.perf_counter()
+    dispatched = sweep_all.delay().get(timeout=300)
+    run = _wait_finished(engine, dispatched["run_id"])
+    seconds = time.perf_counter() - started
+    assert run["status"] == "finished" and _fixed(engine, run["id"]) == drift
+    return seconds, dispatched, run
 
 
 def _fixed(engine, run_id: str) -> set[tuple[str, str, str]]:
@@ -189,7 +207,7 @@ def _fixed(engine, run_id: str) -> set[tuple[str, str, str]]:
             "SELECT table_name, column_name, entity_id FROM counter_drift WHERE run_id = :r"), {"r": run_id})}
 
 
-def _inline_sweep(url: str) -> tuple[float, str]:
+def _inline_sweep(url: str, connections: int) -> tuple[float, str]:
     import os
 
     from db.session import reset_engine
@@ -200,7 +218,7 @@ def _inline_sweep(url: str) -> tuple[float, str]:
     reset_engine()
     try:
         started = time.perf_counter()
-        report = runs.run_full_sweep()
+        report = runs.run_full_sweep(connections=connections)
         elapsed = time.perf_counter() - started
     finally:
         os.environ["DATABASE_URL"] = saved
@@ -240,17 +258,24 @@ class _DirtyPass:
 
 
 def test_dirty_path_does_not_grow_with_table_size(engagement_dbs, bench_record):
+    """Three runs of 8 interleaved passes (so a burst of load on the shared machine hits
+    both sizes); the goal is judged on the worst run's ratio of medians."""
     small = _DirtyPass(engagement_dbs["small"], 10_000)
     big = _DirtyPass(engagement_dbs["big"], 1_000_000)
-    timings: dict[str, list[float]] = {"small": [], "big": []}
-    for _ in range(8):  # interleaved, so a burst of load on the shared machine hits both
-        timings["small"].append(small.once())
-        timings["big"].append(big.once())
-    small_s, big_s = statistics.median(timings["small"]), statistics.median(timings["big"])
+    runs = []
+    for _ in range(3):
+        timings: dict[str, list[float]] = {"small": [], "big": []}
+        for _ in range(8):  # an even count: every run starts with no extra likes
+            timings["small"].append(small.once())
+            timings["big"].append(big.once())
+        runs.append((statistics.median(timings["big"]), statistics.median(timings["small"])))
+        small.rounds = big.rounds = 0
+    big_s, small_s = max(runs, key=lambda run: run[0] / run[1])
     bench_record("engagement.dirty_pass_1000_posts_at_1m", big_s, "s", small_s,
                  "the same dirty pass at 10 k posts", goal=Goal("ratio", "<=", 1.5, "cost follows the dirty set, "
-                                                                "not the table"), changed_posts=1000,
-                 repeats=8, statistic="median")
+                                                                "not the table; worst of 3 runs"),
+                 changed_posts=1000, repeats=8, statistic="median per run, worst of 3 runs",
+                 ratios=[round(b / s_, 2) for b, s_ in runs])
 
 
 def test_set_based_sweep_against_a_per_row_recount(engagement_dbs, bench_record):

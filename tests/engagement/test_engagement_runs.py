@@ -108,7 +108,8 @@ def test_a_batch_deletes_exactly_the_marks_it_read(clean_db):
     assert sorted(p for _i, p in left) == sorted([str(a), str(b)])
 
 
-def test_full_sweep_repairs_writes_the_triggers_never_saw(clean_db):
+@pytest.mark.parametrize("connections", [1, 3])
+def test_full_sweep_repairs_writes_the_triggers_never_saw(clean_db, connections):
     graph = committed_graph(clean_db)
     runs.run_dirty()
     assert exact(clean_db) == []
@@ -119,7 +120,7 @@ def test_full_sweep_repairs_writes_the_triggers_never_saw(clean_db):
                           "ON CONFLICT DO NOTHING"), {"p": graph["posts"][5], "us": graph["users"]})
         conn.execute(text("UPDATE users SET posts_count = posts_count + 7 WHERE id = :u"), {"u": graph["users"][0]})
     assert dirty_count(clean_db) == 0 and len(exact(clean_db)) == 2
-    report = runs.run_full_sweep(chunk_size=2)
+    report = runs.run_full_sweep(chunk_size=2, connections=connections)
     assert exact(clean_db) == []
     with clean_db.connect() as conn:
         run = rc.run_status(conn, report.run_id)
