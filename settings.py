@@ -133,7 +133,7 @@ class Settings:
                                             "Parent rows locked and recounted per statement.", minimum=1)
     engagement_dirty_batch: int = _setting("ENGAGEMENT_DIRTY_BATCH", 2000,
                                            "Dirty ids claimed per `reconcile_dirty` batch.", minimum=1)
-    engagement_sweep_chunk: int = _setting("ENGAGEMENT_SWEEP_CHUNK", 50_000,
+    engagement_sweep_chunk: int = _setting("ENGAGEMENT_SWEEP_CHUNK", 100_000,
                                            "Rows per `engagement.sweep_chunk` keyset range.", minimum=1)
     engagement_sweep_connections: int = _setting(
         "ENGAGEMENT_SWEEP_CONNECTIONS", 2, "Chunks `reconcile --full` runs at once, each on its own "

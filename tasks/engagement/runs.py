@@ -146,19 +146,22 @@ def sweep_chunk(chunk: rc.Chunk, run_id: str | None, dry_run: bool = False) -> t
     if dry_run:
         return checked, rc.BatchResult(checked=checked, fixes=fixes)
     ids = sorted({f.entity_id for f in fixes})
+    batches = [ids[start:start + rc.REPAIR_BATCH] for start in range(0, len(ids), rc.REPAIR_BATCH)] or [[]]
     total = rc.BatchResult()
-    for start in range(0, len(ids), rc.REPAIR_BATCH):
+    for batch in batches:
         with session_scope() as session:
-            result = rc.repair_ids(session, chunk.parent_table, ids[start:start + rc.REPAIR_BATCH], run_id)
+            result = rc.repair_ids(session, chunk.parent_table, batch, run_id)
             # Locked by a writer right now: its write marked it dirty, but queue it anyway
             # in case that write rolls back and the stale value stays.
             rc.mark_dirty(session, chunk.parent_table, result.skipped)
-        total.add(result)
+            total.add(result)
+            if batch is batches[-1] and run_id is not None:
+                # The chunk is recorded with its last repairs: one commit fewer per chunk,
+                # and a chunk counted as done has its repairs committed with it.
+                if not batch:
+                    rc.set_local_timeouts(session)
+                rc.record_chunk(session, run_id, chunk, checked, total)
     total.checked = checked
-    if run_id is not None:
-        with session_scope() as session:
-            rc.set_local_timeouts(session)
-            rc.record_chunk(session, run_id, chunk, checked, total)
     return checked, total
 
 
