@@ -181,14 +181,18 @@ def measure_drain_throughput(app, publish: Callable[[int], list], count: int, *,
     return count / elapsed
 
 
-@pytest.fixture(scope="session")
-def noop_drain_throughput(celery_app) -> float:
+def drain_our_noop(app, count: int = 3000) -> float:
     """Our no-op task drained from a full queue by 2 worker processes (measure_drain_throughput)."""
     from tasks.maintenance.tasks import noop
 
-    celery_app.control.purge()
-    return measure_drain_throughput(celery_app, lambda n: [noop.delay() for _ in range(n)], 3000,
+    return measure_drain_throughput(app, lambda n: [noop.delay() for _ in range(n)], count,
                                     queue="maintenance", name="noop-drain")
+
+
+@pytest.fixture(scope="session")
+def noop_drain_throughput(celery_app) -> float:
+    celery_app.control.purge()
+    return drain_our_noop(celery_app)
 
 
 @pytest.fixture(scope="session")
