@@ -21,7 +21,7 @@ run-once: install
 	$(PY) -m workers run --once
 
 test: install
-	$(PY) -m pytest -m "not bench and not soak and not slow_chaos" --durations=25 tests
+	$(PY) -m pytest -m "not bench and not soak and not slow_chaos" tests
 
 chaos: install
 	$(PY) -m pytest -m "chaos or soak or slow_chaos" tests

@@ -16,14 +16,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import freezegun
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
-
-# pytest's own clock (test durations) keeps real time while a test freezes it.
-freezegun.configure(extend_ignore_list=["_pytest"])
-
 
 ROOT = Path(__file__).resolve().parent.parent
 _state: dict = {}
