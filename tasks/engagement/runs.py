@@ -182,9 +182,10 @@ def run_full_sweep(dry_run: bool = False, progress: Callable[[int, int], None] |
     with ThreadPoolExecutor(max_workers=connections or SWEEP_CONNECTIONS) as pool:
         outcomes = [pool.submit(sweep_chunk, chunk, run_id, dry_run) for chunk in chunks]
         try:
-            for done, outcome in enumerate(as_completed(outcomes), start=1):
-                if outcome.result() is not None:
-                    report.result.add(outcome.result()[1])
+            for done, future in enumerate(as_completed(outcomes), start=1):
+                outcome = future.result()
+                if outcome is not None:
+                    report.result.add(outcome[1])
                 if progress:
                     progress(done, len(chunks))
         except BaseException:

@@ -32,6 +32,8 @@ def test_an_empty_variable_counts_as_unset():
     ({"INGEST_COALESCE": "maybe"}, "INGEST_COALESCE='maybe' is not one of ON, OFF"),
     ({"INGEST_COALESCE_MAX_ITEMS": "501"}, "INGEST_COALESCE_MAX_ITEMS='501' is above its maximum 500"),
     ({"INGEST_COALESCE_MAX_WAIT_MS": "-1"}, "INGEST_COALESCE_MAX_WAIT_MS='-1' is below its minimum 0"),
+    ({"ENGAGEMENT_SWEEP_CONNECTIONS": "0"}, "ENGAGEMENT_SWEEP_CONNECTIONS='0' is below its minimum 1"),
+    ({"ENGAGEMENT_SWEEP_CONNECTIONS": "17"}, "ENGAGEMENT_SWEEP_CONNECTIONS='17' is above its maximum 16"),
 ])
 def test_a_bad_value_is_refused_with_its_name(env, message):
     with pytest.raises(settings.SettingsError, match=message.replace("(", r"\(")):
