@@ -5,6 +5,7 @@ Settings only; the start-up check that validates them lives in workers/lifecycle
 from kombu import Exchange, Queue
 
 import settings
+from workers import broker
 from schedules import beat_schedule  # noqa: F401  (celery reads it from here)
 
 _settings = settings.current()
@@ -43,7 +44,58 @@ timezone = "UTC"
 # --- Queues and routing (by task-name prefix; nowhere else).
 QUEUE_NAMES = ("images", "mentions", "notifications", "engagement", "feed", "delivery", "upkeep", "analytics",
                "graph", "moderation", "search", "cache", "maintenance")
-task_queues = tuple(Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUE_NAMES)
+
+# On RabbitMQ every queue is a quorum queue (replicated by Raft, durable). Its
+# x-delivery-limit is the poison-pill guard there: RabbitMQ counts each return of a
+# message (a killed worker process, a lost connection) and, past the limit,
+# dead-letters it into DEAD_LETTER_QUEUE, which the workers consume into the
+# dead_letters table (workers/reliability/dead_letter_intake.py). RabbitMQ allows
+# limit + 1 deliveries, so limit = TASK_MAX_DELIVERIES - 1 runs a task as often as
+# the Redis counter does. Topic exchanges, because Celery's native delayed
+# delivery (ETA, countdown, retries) cannot route through a direct one.
+DEAD_LETTER_EXCHANGE = "dead_letters"
+DEAD_LETTER_QUEUE = "dead_letters"
+
+
+def quorum_queue_arguments(max_deliveries: int) -> dict:
+    """The arguments every task queue is declared with on RabbitMQ; a client declaring
+    a queue with other ones gets PRECONDITION_FAILED (docs/operations.md, "Brokers")."""
+    return {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": max(0, max_deliveries - 1),
+        "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
+        "x-dead-letter-strategy": "at-least-once",  # the dead letter is not dropped in transit
+        "x-overflow": "reject-publish",             # required by at-least-once dead-lettering
+    }
+
+
+def task_queues_for(broker_url: str | None, max_deliveries: int) -> tuple[Queue, ...]:
+    if broker.is_amqp(broker_url):
+        arguments = quorum_queue_arguments(max_deliveries)
+        return tuple(Queue(name, Exchange(name, type="topic"), routing_key=name, queue_arguments=arguments)
+                     for name in QUEUE_NAMES)
+    return tuple(Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUE_NAMES)
+
+
+def transport_options_for(broker_url: str | None, visibility_timeout: int) -> dict:
+    if broker.is_amqp(broker_url):
+        # Publisher confirms: apply_async returns only once RabbitMQ has the message
+        # (on a quorum queue: once a majority of its replicas has written it).
+        return {"confirm_publish": True}
+    # Redis redelivers an unacked message after visibility_timeout. It must exceed the
+    # longest hard time limit and the longest countdown; workers/lifecycle.py refuses
+    # to start otherwise.
+    return {"visibility_timeout": visibility_timeout, "max_retries": 5,
+            "interval_start": 0, "interval_step": 0.5, "interval_max": 3}
+
+
+def broker_conf(broker_url: str | None) -> dict:
+    """The settings that depend on the broker: what a second app on another broker updates."""
+    return {"task_queues": task_queues_for(broker_url, _settings.task_max_deliveries),
+            "broker_transport_options": transport_options_for(broker_url, _settings.broker_visibility_timeout)}
+
+
+task_queues = task_queues_for(broker_url, _settings.task_max_deliveries)
 task_default_queue = "maintenance"
 task_create_missing_queues = False
 task_routes = {f"{name}.*": {"queue": name, "routing_key": name} for name in QUEUE_NAMES}
@@ -90,16 +142,12 @@ task_annotations = (_QueueTimeLimits(),)
 TASK_RETRY_BACKOFF_MAX = 600
 TASK_MAX_COUNTDOWN = 1800
 
-# Redis redelivers an unacked message after visibility_timeout. It must exceed the
-# longest hard time limit and the longest countdown; workers/lifecycle.py refuses
-# to start otherwise.
-broker_transport_options = {
-    "visibility_timeout": _settings.broker_visibility_timeout,
-    "max_retries": 5,
-    "interval_start": 0,
-    "interval_step": 0.5,
-    "interval_max": 3,
-}
+broker_transport_options = transport_options_for(broker_url, _settings.broker_visibility_timeout)
+# RabbitMQ: quorum queues take no global QoS (Celery then sets prefetch per consumer),
+# and ETAs and countdowns go through Celery's native delayed delivery (the
+# celery_delayed_* quorum queues) instead of waiting in a worker's memory.
+worker_detect_quorum_queues = True
+broker_native_delayed_delivery_queue_type = "quorum"
 result_backend_transport_options = {"retry_policy": {"timeout": 5.0}}
 
 # --- Worker process hygiene.

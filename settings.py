@@ -54,6 +54,25 @@ def name_days_pairs(env: str, value: str) -> dict[str, int]:
     return pairs
 
 
+BROKER_SCHEMES = {"redis": ("redis://", "rediss://", "unix://"), "amqp": ("amqp://", "amqps://", "pyamqp://")}
+
+
+def broker_kind(url: str | None) -> str | None:
+    """``"redis"`` or ``"amqp"`` (RabbitMQ) for a broker URL, ``None`` when unset or unsupported.
+
+    Several URLs separated by ``;`` (Celery's failover list) must all be of one kind."""
+    kinds = {next((name for name, schemes in BROKER_SCHEMES.items() if part.strip().startswith(schemes)), None)
+             for part in (url or "").split(";")}
+    return kinds.pop() if len(kinds) == 1 else None
+
+
+def check_broker_url(env: str, value: str) -> str:
+    if broker_kind(value) is None:
+        raise SettingsError(f"{env}: expected redis://, rediss://, unix:// (Redis) or amqp://, amqps:// "
+                            "(RabbitMQ) URLs, all of one kind")
+    return value
+
+
 def parse_search_url(env: str, value: str) -> tuple[str, str, str, int] | None:
     """SEARCH_URL: None for PostgreSQL, else Typesense's (protocol, api key, host, port).
 
@@ -77,8 +96,8 @@ class Settings:
         "Required in production; only the dev entry points start an embedded server without it.",
         secret=True)
     broker_url: str | None = _setting(
-        "BROKER_URL", None, "Celery broker URL (`redis://…`). Required in production, like DATABASE_URL.",
-        secret=True)
+        "BROKER_URL", None, "Celery broker URL: Redis (`redis://…`) or RabbitMQ (`amqp://…`, quorum queues). "
+        "Required in production, like DATABASE_URL.", secret=True, check=check_broker_url)
     result_backend: str | None = _setting(
         "RESULT_BACKEND", None, "Result backend URL. Default: the broker when it is Redis, "
         "else `db+DATABASE_URL`.", secret=True)
@@ -288,7 +307,7 @@ class Settings:
             return self.result_backend
         if not self.broker_url:
             return None  # a process without a broker must refuse to start, not create result tables
-        if self.broker_url.startswith(("redis://", "rediss://", "unix://")):
+        if broker_kind(self.broker_url) == "redis":
             return self.broker_url
         return "db+" + self.sqlalchemy_database_url if self.database_url else None
 

@@ -178,12 +178,13 @@ def celery_worker(broker_clean):
 
 def spawn_worker(name: str, queues: list[str], concurrency: int = 1, pool: str = "prefork",
                  extra_env: dict | None = None, log_path: Path | None = None,
-                 app_module: str = "workers") -> subprocess.Popen:
-    """A real worker in its own process, with the test session's database and broker."""
+                 app_module: str = "workers", include: str | None = None) -> subprocess.Popen:
+    """A real worker in its own process, with the test session's database and broker
+    (``include``: a test-only task module to load beside the app's)."""
     env = dict(os.environ, **(extra_env or {}))
     argv = [sys.executable, "-m", "celery", "-A", app_module, "worker", "-Q", ",".join(queues),
             "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h", f"--concurrency={concurrency}", f"--pool={pool}",
-            "--loglevel=WARNING", "--without-gossip", "--without-mingle"]
+            "--loglevel=WARNING", "--without-gossip", "--without-mingle", *(["--include", include] if include else [])]
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL
     return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
                             start_new_session=True)
@@ -232,25 +233,72 @@ def redis_url_for(db: int) -> str:
     return f"{base}/{db}"
 
 
-class Isolated:
-    """A broker and result backend of their own (Redis db 12/13) with workers spawned on them,
-    so the session's in-process worker (db 10) cannot take these tests' messages."""
+RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672")
+BROKERS = ("redis", "amqp")
 
-    def __init__(self, celery_app):
+
+def rabbitmq_answers() -> bool:
+    import socket
+
+    from kombu.utils.url import url_to_parts
+
+    parts = url_to_parts(RABBITMQ_URL)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 5672), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+class RabbitVhost:
+    """A RabbitMQ virtual host of its own, created here and deleted (queues and all) by ``remove``."""
+
+    def __init__(self, prefix: str = "jobs_test"):
+        if not rabbitmq_answers():
+            pytest.skip(f"no RabbitMQ answers at {RABBITMQ_URL.rpartition('@')[2]} (set TEST_RABBITMQ_URL): "
+                        "the RabbitMQ half of this test cannot run")
+        self.name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        rabbitmqctl("add_vhost", self.name)
+        user = RABBITMQ_URL.partition("://")[2].partition(":")[0] or "guest"
+        rabbitmqctl("set_permissions", "-p", self.name, user, ".*", ".*", ".*")
+        self.url = f"{RABBITMQ_URL}/{self.name}"
+
+    def remove(self) -> None:
+        rabbitmqctl("delete_vhost", self.name)
+
+
+class Isolated:
+    """A broker and result backend of their own with workers spawned on them, so the session's
+    in-process worker cannot take these tests' messages: Redis db 12/13, or (``kind="amqp"``)
+    a RabbitMQ vhost of its own with results in Redis db 13 and analytics counters in db 12."""
+
+    def __init__(self, celery_app, kind: str = "redis"):
         from celery import Celery
 
-        self.broker_url, self.backend_url = redis_url_for(12), redis_url_for(13)
+        import celeryconfig
+
+        self.kind = kind
+        self.vhost = RabbitVhost() if kind == "amqp" else None
+        self.broker_url = self.vhost.url if self.vhost else redis_url_for(12)
+        self.backend_url = redis_url_for(13)
         self.flush()
         self.app = Celery("isolated", set_as_current=False)
         self.app.config_from_object("celeryconfig")
-        self.app.conf.update(broker_url=self.broker_url, result_backend=self.backend_url)
+        self.app.conf.update(broker_url=self.broker_url, result_backend=self.backend_url,
+                             **celeryconfig.broker_conf(self.broker_url))
         self.env = {"BROKER_URL": self.broker_url, "RESULT_BACKEND": self.backend_url}
+        if self.vhost:
+            self.env["ANALYTICS_REDIS_URL"] = redis_url_for(12)
         self.procs = []
 
     def flush(self):
         import redis
 
-        for url in (self.broker_url, self.backend_url):
+        for url in (redis_url_for(12), self.backend_url):
             redis.Redis.from_url(url).flushdb()
 
     def start_worker(self, name: str, queues: list[str], concurrency: int = 1, extra_env: dict | None = None,
@@ -267,13 +315,29 @@ class Isolated:
             stop_process(proc)
         self.procs.clear()
 
+    def close(self):
+        self.stop()
+        self.flush()
+        if self.vhost:
+            self.app.pool.force_close_all()
+            self.vhost.remove()
+
 
 @pytest.fixture
 def isolated(celery_app):
-    """A broker of its own with workers spawned on it (``isolated.start_worker``); all stopped and flushed after."""
+    """A broker of its own with workers spawned on them (``isolated.start_worker``); all stopped and flushed after."""
     iso = Isolated(celery_app)
     try:
         yield iso
     finally:
-        iso.stop()
-        iso.flush()
+        iso.close()
+
+
+@pytest.fixture(params=BROKERS)
+def on_broker(request, celery_app):
+    """``isolated`` on each broker in turn: Redis, then RabbitMQ (quorum queues, a vhost of its own)."""
+    iso = Isolated(celery_app, request.param)
+    try:
+        yield iso
+    finally:
+        iso.close()

@@ -1,9 +1,15 @@
-"""A direct Redis client on the broker, one per process, for the few things Celery has no API for.
+"""What kind of broker a URL names, and a direct Redis client on it for the few things
+Celery has no API for.
+
+Two brokers are supported: Redis (one machine; kombu's virtual transport) and
+RabbitMQ with quorum queues (replicated; native delivery limit, dead-lettering
+and delayed delivery). Everything that differs between them asks ``kind()``.
 
 The delivery counter (workers/reliability/deliveries.py) and the task-duration
 histograms (workers/observability/metrics.py) live in the broker's Redis so
-that every worker on every machine shares them. ``None`` when the broker is
-not Redis: those features then step aside.
+that every worker on every machine shares them. ``redis_client()`` is ``None``
+when the broker is RabbitMQ: the counter then steps aside for the queue's
+``x-delivery-limit`` (workers/reliability/dead_letter_intake.py).
 """
 from __future__ import annotations
 
@@ -11,19 +17,23 @@ import os
 
 import settings
 
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+kind = settings.broker_kind
 
 _client = None
 _client_pid: int | None = None
+
+
+def is_amqp(url: str | None) -> bool:
+    return kind(url) == "amqp"
 
 
 def redis_client():
     """The client for this process's broker; a forked child builds its own."""
     global _client, _client_pid
     if _client_pid != os.getpid():
-        url = settings.current().broker_url or ""
+        url = settings.current().broker_url
         _client = None
-        if url.startswith(REDIS_SCHEMES):
+        if kind(url) == "redis":
             import redis
 
             _client = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)

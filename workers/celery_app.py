@@ -19,5 +19,8 @@ TASK_MODULES = [
 
 app = Celery("social_jobs", include=TASK_MODULES)
 app.config_from_object("celeryconfig")
+# On RabbitMQ, every worker consumes the broker's dead letters into PostgreSQL. Named, not
+# imported: the step loads when a worker starts, after the tasks it may close out.
+app.steps["consumer"].add("workers.reliability.dead_letter_intake:DeadLetterIntake")
 
 import workers.lifecycle  # noqa: E402,F401  (connects the signal handlers)

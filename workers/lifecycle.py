@@ -30,7 +30,7 @@ def check_visibility_timeout(conf) -> None:
 
     transport = conf.broker_transport_options or {}
     visibility = transport.get("visibility_timeout")
-    if not str(conf.broker_url or "").startswith(("redis", "rediss", "sentinel")):
+    if settings.broker_kind(conf.broker_url) != "redis":
         return  # only the Redis transport redelivers by timeout
     if visibility is None:
         raise ImproperlyConfigured(
@@ -54,6 +54,18 @@ def check_visibility_timeout(conf) -> None:
                 f"queue {queue!r}: soft time limit {soft}s must be below its hard limit {hard}s.")
 
 
+def check_broker_companions(conf) -> None:
+    """On RabbitMQ, refuse to start without the Redis that the analytics counters live in.
+
+    The view counters are Redis hashes written by the web tier; on a Redis broker they
+    share its server, on RabbitMQ they need their own (ANALYTICS_REDIS_URL).
+    """
+    if settings.broker_kind(conf.broker_url) == "amqp" and not settings.current().analytics_redis_url:
+        raise ImproperlyConfigured(
+            "the broker is RabbitMQ, so the analytics counters need a Redis of their own: "
+            "set ANALYTICS_REDIS_URL=redis://host:6379/0")
+
+
 @signals.setup_logging.connect
 def _setup_logging(loglevel=None, **_kwargs):
     configure_logging(loglevel if isinstance(loglevel, str) else None)
@@ -65,6 +77,7 @@ def _refuse_to_start_on_bad_config(sender=None, instance=None, **_kwargs):
         settings.require_services("a worker or beat")
         if app is not None:
             check_visibility_timeout(app.conf)
+            check_broker_companions(app.conf)
     except (settings.SettingsError, ImproperlyConfigured) as exc:
         log.critical("refusing to start: %s", exc)
         # Celery's signal dispatch swallows ordinary exceptions from receivers;

@@ -29,7 +29,7 @@ from celery import Task, signals
 from workers.celery_app import app
 from workers.coalescing import Coalesce
 from workers.errors import TRANSIENT_ERRORS, InvalidArguments, JobError
-from workers.reliability.dead_letters import Failure, record_now
+from workers.reliability.dead_letters import Failure, settle
 from workers.reliability.deliveries import check_delivery
 
 log = logging.getLogger("workers.task")
@@ -141,14 +141,7 @@ def _dead_letter_and_close_out(sender=None, task_id=None, exception=None, args=N
     # (no signal), and a lost worker with reject_on_worker_lost requeues (no signal).
     if not isinstance(sender, JobTask) or exception is None:
         return
-    failure = Failure.from_exception(sender, task_id, exception, args, kwargs)
-    record_now(failure)
-    if sender.on_dead_letter is not None:
-        try:
-            sender.on_dead_letter(list(args or ()), dict(kwargs or {}), failure)
-        except Exception:  # noqa: BLE001 - the dead letter stands; the close-out is retried by `dead retry`
-            log.exception("could not close out the state of a dead-lettered task",
-                          extra={"dead_task_name": sender.name, "dead_task_id": task_id})
+    settle(sender, Failure.from_exception(sender, task_id, exception, args, kwargs), args, kwargs)
 
 
 def job(name: str, *, max_retries: int = 5, transient: tuple = TRANSIENT_ERRORS,

@@ -34,6 +34,8 @@ def test_an_empty_variable_counts_as_unset():
     ({"INGEST_COALESCE_MAX_WAIT_MS": "-1"}, "INGEST_COALESCE_MAX_WAIT_MS='-1' is below its minimum 0"),
     ({"ENGAGEMENT_SWEEP_CONNECTIONS": "0"}, "ENGAGEMENT_SWEEP_CONNECTIONS='0' is below its minimum 1"),
     ({"ENGAGEMENT_SWEEP_CONNECTIONS": "17"}, "ENGAGEMENT_SWEEP_CONNECTIONS='17' is above its maximum 16"),
+    ({"BROKER_URL": "sqs://key:secret@queue"}, "BROKER_URL: expected redis://"),
+    ({"BROKER_URL": "redis://a:6379/0;amqp://b:5672"}, "all of one kind"),
 ])
 def test_a_bad_value_is_refused_with_its_name(env, message):
     with pytest.raises(settings.SettingsError, match=message.replace("(", r"\(")):
@@ -77,3 +79,17 @@ def test_search_url_names_the_engine_and_its_address():
     assert settings.parse_search_url("SEARCH_URL", "typesenses://k@search.internal:443") == (
         "https", "k", "search.internal", 443)
     assert settings.load({"SEARCH_URL": "typesense://k@[::1]:8108"}).search_url == "typesense://k@[::1]:8108"
+
+
+def test_an_unsupported_broker_url_is_refused_without_repeating_it():
+    with pytest.raises(settings.SettingsError) as refused:
+        settings.load({"BROKER_URL": "sqs://AKIAKEY:hunter2@sqs.example"})
+    assert "hunter2" not in str(refused.value) and "AKIAKEY" not in str(refused.value)
+
+
+def test_the_broker_kind_follows_the_scheme():
+    assert settings.broker_kind("redis://h:6379/0") == "redis"
+    assert settings.broker_kind("amqp://u:p@h:5672/vhost") == "amqp"
+    assert settings.broker_kind("amqp://a:5672//;amqp://b:5672//") == "amqp"   # Celery's failover list
+    assert settings.broker_kind("redis://a;amqp://b") is None
+    assert settings.broker_kind(None) is None

@@ -125,6 +125,20 @@ def record_now(failure: Failure) -> bool:
         return False
 
 
+def settle(task, failure: Failure, args, kwargs) -> bool:
+    """Record a task's dead letter, then let its family close out its state (say, mark an
+    upload FAILED) through the task's ``on_dead_letter`` hook. False if the row could not be written."""
+    recorded = record_now(failure)
+    hook = getattr(task, "on_dead_letter", None)
+    if hook is not None:
+        try:
+            hook(list(args or ()), dict(kwargs or {}), failure)
+        except Exception:  # noqa: BLE001 - the dead letter stands; the close-out is retried by `dead retry`
+            log.exception("could not close out the state of a dead-lettered task",
+                          extra={"dead_task_name": failure.task_name, "dead_task_id": failure.task_id})
+    return recorded
+
+
 # --- Operator commands --------------------------------------------------------
 
 def list_letters(session: Session, limit: int = 50, status: str | None = None) -> list[DeadLetter]:
