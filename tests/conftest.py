@@ -255,20 +255,24 @@ def rabbitmqctl(*args: str) -> None:
 
 
 class RabbitVhost:
-    """A RabbitMQ virtual host of its own, created here and deleted (queues and all) by ``remove``."""
+    """A RabbitMQ virtual host and a user of its own (a random password, so a test can tell
+    whether it leaked), created here and deleted, queues and all, by ``remove``."""
 
     def __init__(self, prefix: str = "jobs_test"):
         if not rabbitmq_answers():
             pytest.skip(f"no RabbitMQ answers at {RABBITMQ_URL.rpartition('@')[2]} (set TEST_RABBITMQ_URL): "
                         "the RabbitMQ half of this test cannot run")
         self.name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        self.user, self.password = self.name, uuid.uuid4().hex
         rabbitmqctl("add_vhost", self.name)
-        user = RABBITMQ_URL.partition("://")[2].partition(":")[0] or "guest"
-        rabbitmqctl("set_permissions", "-p", self.name, user, ".*", ".*", ".*")
-        self.url = f"{RABBITMQ_URL}/{self.name}"
+        rabbitmqctl("add_user", self.user, self.password)
+        rabbitmqctl("set_permissions", "-p", self.name, self.user, ".*", ".*", ".*")
+        address = RABBITMQ_URL.rpartition("@")[2].partition("://")[2] or RABBITMQ_URL.rpartition("@")[2]
+        self.url = f"amqp://{self.user}:{self.password}@{address}/{self.name}"
 
     def remove(self) -> None:
         rabbitmqctl("delete_vhost", self.name)
+        rabbitmqctl("delete_user", self.user)
 
 
 class Isolated:

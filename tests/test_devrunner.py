@@ -12,9 +12,11 @@ import psutil
 import pytest
 import redis
 
+from tests.conftest import BROKERS
+
 ROOT = Path(__file__).resolve().parent.parent
-FAMILIES = ("delivery", "engagement", "feed", "images", "maintenance", "mentions", "notifications", "search",
-            "cache")
+FAMILIES = ("analytics", "cache", "delivery", "engagement", "feed", "graph", "images", "maintenance", "mentions",
+            "moderation", "notifications", "search", "upkeep")
 
 pytestmark = pytest.mark.integration
 
@@ -25,18 +27,33 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_run_once_runs_every_family_and_stops_everything(clean_db, tmp_path):
-    from tests.conftest import redis_url_for
+@pytest.fixture(params=BROKERS)
+def runner_broker(request):
+    """(broker, backend, extra env) of the runner's own: Redis db 14/15, or a RabbitMQ vhost with
+    results in Redis db 15 and the analytics counters in db 14."""
+    from tests.conftest import RabbitVhost, redis_url_for
 
-    # A broker of its own (db 14/15): the session's in-process test worker, which consumes every
-    # queue of the shared test broker, must not take the runner's tasks (it lacks the runner's
-    # SMTP sink and push service, for one).
-    broker, backend = redis_url_for(14), redis_url_for(15)
-    for url in (broker, backend):
-        redis.Redis.from_url(url).flushdb()
+    for db in (14, 15):
+        redis.Redis.from_url(redis_url_for(db)).flushdb()
+    if request.param == "redis":
+        yield redis_url_for(14), redis_url_for(15), {}
+        return
+    vhost = RabbitVhost("jobs_runner")
+    try:
+        yield vhost.url, redis_url_for(15), {"ANALYTICS_REDIS_URL": redis_url_for(14)}
+    finally:
+        vhost.remove()
+
+
+def test_run_once_runs_every_family_and_stops_everything(clean_db, tmp_path, runner_broker):
+    # A broker of its own: the session's in-process test worker, which consumes every queue of
+    # the shared test broker, must not take the runner's tasks (it lacks the runner's SMTP sink
+    # and push service, for one). On RabbitMQ, every family, beat, Flower and the exporter
+    # run over quorum queues.
+    broker, backend, extra = runner_broker
     env = dict(os.environ, DATA_DIR=str(tmp_path / "data"), MEDIA_ROOT=str(tmp_path / "media"),
                FLOWER_PORT=str(free_port()), EXPORTER_PORT=str(free_port()),
-               FLOWER_BASIC_AUTH="ops:test-secret", BROKER_URL=broker, RESULT_BACKEND=backend)
+               FLOWER_BASIC_AUTH="ops:test-secret", BROKER_URL=broker, RESULT_BACKEND=backend, **extra)
     proc = subprocess.Popen([sys.executable, "-m", "workers", "run", "--once"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -49,7 +66,7 @@ def test_run_once_runs_every_family_and_stops_everything(clean_db, tmp_path):
     secrets = ["test-secret"] + [urlsplit(env[name]).password for name in ("DATABASE_URL", "BROKER_URL", "RESULT_BACKEND")
                                  if env.get(name) and urlsplit(env[name]).password]
     secrets.append((tmp_path / "data" / "unsubscribe_secret").read_text().strip())
-    assert not [secret for secret in secrets if secret in output]
+    assert not [secret for secret in secrets if secret in output], [l for l in output.splitlines() if any(s in l for s in secrets)]
     assert "workers answering: core@" in output
     table = output.split("family", 1)[1]
     for family in FAMILIES:
