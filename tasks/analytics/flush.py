@@ -27,7 +27,6 @@ step atomic and the flush id makes the PostgreSQL side idempotent.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import uuid
 from collections import defaultdict
@@ -38,7 +37,6 @@ from datetime import date, datetime, timedelta, timezone
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-import settings
 from tasks.analytics import client as keys
 from tasks.analytics.rollup import refresh_view_columns
 from workers.errors import TRANSIENT_ERRORS, JobError
@@ -73,25 +71,14 @@ def _no_checkpoint(step: str) -> None:
     pass
 
 
-_clients: dict[tuple[int, str], object] = {}
-
-
 def analytics_redis():
-    """ANALYTICS_REDIS_URL's Redis, else the broker's; one client per process."""
-    url = settings.current().analytics_redis_url
-    if url is None:
-        from workers.broker import redis_client
+    """ANALYTICS_REDIS_URL's Redis, else the broker's (workers/broker.py); one client per process."""
+    from workers.broker import shared_redis
 
-        found = redis_client()
-        if found is None:
-            raise RuntimeError("analytics needs Redis: set ANALYTICS_REDIS_URL when the broker is not Redis")
-        return found
-    key = (os.getpid(), url)   # a forked child builds its own
-    if key not in _clients:
-        import redis
-
-        _clients[key] = redis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=2.0)
-    return _clients[key]
+    found = shared_redis()
+    if found is None:
+        raise RuntimeError("analytics needs Redis: set ANALYTICS_REDIS_URL when the broker is not Redis")
+    return found
 
 
 def flush_key(flush_id: str, day: str) -> str:

@@ -94,9 +94,12 @@ def downsample(session: Session, now: datetime) -> int:
     """), {"cutoff": cutoff}).rowcount
 
 
-def sample(session: Session, app, client, now: datetime | None = None) -> dict:
+def sample(session: Session, app, client, now: datetime | None = None, histograms_client=None) -> dict:
     now = now or datetime.now(timezone.utc)
-    samples = queue_samples(app, client) + task_samples(client) + database_samples(session)
+    # client: the broker's Redis (None on RabbitMQ: no ages); histograms_client: where the
+    # duration histograms live (workers.broker.shared_redis), by default the same.
+    samples = (queue_samples(app, client) + task_samples(histograms_client or client)
+               + database_samples(session))
     written = record(session, samples, now)
     return {"status": "ok", "samples": written, "downsampled": downsample(session, now),
             "queues": len(celeryconfig.QUEUE_NAMES)}

@@ -47,8 +47,8 @@ def update_trending_tags() -> dict:
 @job("analytics.sample_system_metrics")
 def sample_system_metrics() -> dict:
     """Queue depths and ages, task totals, dead letters and database size into system_metrics."""
-    from workers.broker import redis_client
+    from workers.broker import redis_client, shared_redis
     from workers.celery_app import app
 
     with session_scope() as session:
-        return system_metrics.sample(session, app, redis_client())
+        return system_metrics.sample(session, app, redis_client(), histograms_client=shared_redis())

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 import uuid
 from contextlib import redirect_stdout
 from datetime import datetime, timedelta, timezone
@@ -11,6 +14,7 @@ import pytest
 from freezegun import freeze_time
 from sqlalchemy import text
 
+from tests.conftest import ROOT
 from tests.operations.conftest import dead_letter, wait_until
 
 pytestmark = pytest.mark.integration
@@ -61,12 +65,10 @@ def test_a_successful_task_leaves_no_dead_letter(celery_worker, clean_db):
         assert connection.scalar(text("SELECT count(*) FROM dead_letters")) == 0
 
 
-def test_exhausted_retries_become_a_dead_letter_and_retry_resends_it(clean_db, isolated):
+def test_exhausted_retries_become_a_dead_letter_and_retry_resends_it(clean_db, on_broker):
     """A transient error (lock timeout) on the last allowed attempt dead-letters the task;
     `dead retry` re-sends it with the same id once the lock is gone, and it succeeds."""
-    from db.session import session_scope
-    from workers.reliability.dead_letters import retry
-
+    isolated = on_broker
     celery_app = isolated.app
     isolated.start_worker("retrydl", ["maintenance"], extra_env={"PGOPTIONS": "-c lock_timeout=300"})
     name = f"locked-{uuid.uuid4().hex[:8]}"
@@ -89,8 +91,10 @@ def test_exhausted_retries_become_a_dead_letter_and_retry_resends_it(clean_db, i
     code, out = run_cli("dead", "show", str(letter["id"]), "--json")
     assert code == 0 and json.loads(out)["error_code"] == "OperationalError"
 
-    with session_scope() as session:
-        retry(session, letter["id"], app=celery_app)
+    # The operator's command, as a process of its own on the broker under test.
+    done = subprocess.run([sys.executable, "-m", "workers", "dead", "retry", str(letter["id"])], cwd=ROOT,
+                          env=dict(os.environ, **isolated.env), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
     assert celery_app.AsyncResult(result.id).get(timeout=30) == name
     after = dead_letter(clean_db, result.id)
     assert after["status"] == "retried" and after["retried_count"] == 1

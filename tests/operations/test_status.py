@@ -51,9 +51,11 @@ def test_unreachable_broker_is_down(tmp_path):
     assert json.loads(done.stdout)["services"]["broker"].startswith("down")
 
 
-def test_no_worker_answering_is_degraded(isolated, clean_db):
-    """A real broker nobody consumes (the isolated Redis db, no worker on it): the probe says
-    degraded, names the missing workers, and does not wait on a canary no one would run."""
+def test_no_worker_answering_is_degraded(on_broker, clean_db):
+    """A real broker nobody consumes (a Redis db or a RabbitMQ vhost of its own, no worker on
+    it): the probe says degraded, names the missing workers, and does not wait on a canary
+    no one would run."""
+    isolated = on_broker
     from db.heartbeats import record_heartbeat
     from db.session import session_scope
 

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
 import settings
-from workers.broker import redis_client
+from workers.broker import redis_client, shared_redis
 from workers.observability.auth import authorized, parse_basic_auth, require_credentials
 
 log = logging.getLogger("workers.observability.exporter")
@@ -85,13 +85,17 @@ class JobsCollector:
             from workers.observability.metrics import BUCKETS, read_histograms
             from workers.observability.queues import oldest_message_age, queue_depths
 
-            client = redis_client()  # None on a broker other than Redis: no ages, no histograms
+            # Ages are read off Redis's lists; AMQP has no way to peek at a queue's head without
+            # taking the message, so on RabbitMQ the age series is absent rather than a false 0.
+            client = redis_client()
             now = time.time()
             for queue, waiting in queue_depths(self.app, celeryconfig.QUEUE_NAMES).items():
                 depth.add_metric([queue], waiting)
-                oldest = oldest_message_age(client, queue, now) if client is not None else None
-                age.add_metric([queue], oldest if oldest is not None else 0.0)
-            histograms = read_histograms(client) if client is not None else {}
+                if client is not None:
+                    oldest = oldest_message_age(client, queue, now)
+                    age.add_metric([queue], oldest if oldest is not None else 0.0)
+            shared = shared_redis()
+            histograms = read_histograms(shared) if shared is not None else {}
             for (task, state), histogram in sorted(histograms.items()):
                 buckets = [("+Inf" if math.isinf(bound) else repr(bound), count)
                            for bound, count in zip(BUCKETS, histogram["buckets"])]

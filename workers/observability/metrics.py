@@ -1,4 +1,5 @@
-"""Task duration histograms, aggregated in Redis so every worker on every machine adds to one.
+"""Task duration histograms, aggregated in Redis so every worker on every machine adds to one
+(``shared_redis()``: the broker's, or on RabbitMQ the analytics Redis).
 
 A ``task_postrun`` handler adds the task's wall time to a per-(task, state)
 Redis hash of bucket counts, sum and count. Each process gathers its
@@ -20,7 +21,7 @@ import os
 import threading
 import time
 
-from workers.broker import redis_client
+from workers.broker import shared_redis
 
 log = logging.getLogger("workers.observability.metrics")
 
@@ -81,7 +82,7 @@ def flush() -> None:
     if not pending:
         return
     try:
-        client = redis_client()
+        client = shared_redis()
         if client is None:
             return
         pipe = client.pipeline(transaction=False)

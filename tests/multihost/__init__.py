@@ -1,0 +1,1 @@
+"""Multi-host tests: several simulated hosts on one machine (see netns.py)."""
