@@ -64,3 +64,70 @@ def test_a_countdown_retry_runs_again_after_its_delay_through_the_delayed_queues
     assert result.get(timeout=60) == 2, (tmp_path / "worker.log").read_text()[-3000:]
     # Two countdowns of 3 s each: the broker held the message, not the worker.
     assert time.monotonic() - started >= 6.0
+
+
+def run_bare_client(rabbit, mode: str) -> dict:
+    """The bare client as a process outside the project: cwd /tmp, no PYTHONPATH, so
+    ``import workers`` would fail there."""
+    import os
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "BROKER_URL", "RESULT_BACKEND")}
+    done = subprocess.run([sys.executable, str(Path(__file__).with_name("bare_client.py")), mode,
+                           rabbit.broker_url, rabbit.backend_url], cwd="/tmp", env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_bare_client_with_celerys_defaults_gets_precondition_failed(rabbit):
+    rabbit.start_worker("bare", ["maintenance"])
+    outcome = run_bare_client(rabbit, "default")
+    assert outcome["error"] is not None and "PRECONDITION_FAILED" in outcome["message"], outcome
+    # The refused declaration changed nothing: the queue is still the workers' quorum queue.
+    assert queues(rabbit.vhost.name)["maintenance"]["type"] == "quorum"
+
+
+def test_a_bare_client_configured_as_documented_sends_and_counts_down(rabbit):
+    rabbit.start_worker("bare", ["maintenance"])
+    outcome = run_bare_client(rabbit, "configured")
+    assert outcome == {"error": None, "now": "from the web tier", "later": "two seconds later",
+                       "project_imported": False}
+
+
+def test_flower_shows_a_task_sent_over_rabbitmq(rabbit, tmp_path):
+    import base64
+    import os
+    import sys
+    import urllib.request
+
+    from tests.conftest import ROOT, stop_process
+    from tests.operations.conftest import free_port
+
+    rabbit.start_worker("flowered", ["maintenance"])
+    port, auth = free_port(), "ops:flower-on-amqp"
+    proc = subprocess.Popen([sys.executable, "-m", "workers", "flower", "--address", "127.0.0.1", "--port", str(port)],
+                            cwd=ROOT, env=dict(os.environ, **rabbit.env, DATA_DIR=str(tmp_path), FLOWER_BASIC_AUTH=auth),
+                            stdout=open(tmp_path / "flower.log", "wb"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+    def tasks_seen() -> dict | None:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/api/tasks")
+        request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return json.loads(response.read())
+        except OSError:
+            return None
+
+    try:
+        wait_until(lambda: tasks_seen() is not None, timeout=60, interval=0.5, what="Flower up")
+        time.sleep(2)  # Flower's event consumer binds its queue after the web server answers
+        sent = rabbit.app.send_task("maintenance.echo", args=["seen by flower"])
+        assert sent.get(timeout=30) == "seen by flower"
+        seen = wait_until(lambda: (found := tasks_seen()) and sent.id in found and found, timeout=30,
+                          interval=0.5, what="the task in Flower")
+        assert seen[sent.id]["state"] == "SUCCESS" and seen[sent.id]["name"] == "maintenance.echo"
+    finally:
+        stop_process(proc)
