@@ -27,3 +27,22 @@ def mark_and_hold(self, prefix: str, seconds: float) -> None:
     with session_scope() as session:
         record_heartbeat(session, f"{prefix}:{os.getpid()}:{time.monotonic_ns()}", {"run": True})
     time.sleep(seconds)
+
+
+@app.task(name="maintenance.counted_canary", base=JobTask, bind=True, acks_late=True, reject_on_worker_lost=True)
+def counted_canary(self, name: str, hold_seconds: float = 0.0) -> str:
+    """``maintenance.canary`` that also counts its runs, whatever the broker: a ``run:NAME:…``
+    row committed as it starts, then the hold, then the canary row ``NAME`` (the effect,
+    an idempotent upsert). Runs beyond the first per name are the redeliveries."""
+    import os
+    import time
+
+    from db.heartbeats import record_heartbeat
+    from db.session import session_scope
+
+    with session_scope() as session:
+        record_heartbeat(session, f"run:{name}:{os.getpid()}:{time.monotonic_ns()}", {"run": True})
+    time.sleep(hold_seconds)
+    with session_scope() as session:
+        record_heartbeat(session, name, {"canary": True})
+    return name

@@ -99,9 +99,10 @@ def skip_if_unsupported() -> None:
 class Host:
     """One simulated host: a network namespace named ``name`` with ``address`` on its eth0."""
 
-    def __init__(self, name: str, address: str, mac: str):
+    def __init__(self, name: str, address: str, subnet: ipaddress.IPv4Network, mac: str):
         self.name = name  # the namespace; its root-side veth has the same name
         self.address = address
+        self.subnet = subnet
         self.mac = mac  # of its eth0: fixed, so every host can know every other's
         self.veth = name
         self._procs: list[subprocess.Popen] = []
@@ -246,7 +247,9 @@ class Network:
         self.hosts: dict[str, Host] = {}
         self.subnet: ipaddress.IPv4Network | None = None
         self.workdir: Path | None = None
-        self._netns_inodes: set[int] = set()
+        # Open until close() has looked for processes in them: a freed namespace's inode
+        # number is soon reused, and a process in someone else's namespace would look like ours.
+        self._netns_fds: list[int] = []
         self._bridge_created = False
 
     def __getitem__(self, letter: str) -> Host:
@@ -277,11 +280,11 @@ class Network:
         _ip("link", "set", self.bridge, "up")
         third = self.subnet.network_address.packed[2]
         for number, letter in enumerate(self.letters, start=1):
-            host = Host(f"{self.prefix}-{letter}", str(self.subnet[number]),
+            host = Host(f"{self.prefix}-{letter}", str(self.subnet[number]), self.subnet,
                         mac=f"02:00:0a:e7:{third:02x}:{number:02x}")  # 02: locally administered
             self.hosts[letter] = host  # before creating it: close() deletes whatever exists
             _ip("netns", "add", host.name)
-            self._netns_inodes.add(os.stat(f"/run/netns/{host.name}").st_ino)
+            self._netns_fds.append(os.open(f"/run/netns/{host.name}", os.O_RDONLY))
             _ip("link", "add", host.veth, "type", "veth",
                 "peer", "name", "eth0", "address", host.mac, "netns", host.name)
             _ip("link", "set", host.veth, "addrgenmode", "none", check=False)
@@ -310,6 +313,8 @@ class Network:
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
         problems += self.leftovers()
+        while self._netns_fds:
+            os.close(self._netns_fds.pop())
         if problems:
             message = f"network {self.prefix} not entirely cleaned up: " + "; ".join(problems)
             if raise_errors:
@@ -322,14 +327,16 @@ class Network:
                  if ns["name"].startswith(f"{self.prefix}-")]
         found += [f"link {link['ifname']}" for link in _ip_json("link", "show")
                   if link["ifname"].startswith(f"{self.prefix}-")]
-        # A process keeps a deleted namespace alive: look for any inside ours, by inode.
-        for entry in Path("/proc").iterdir():
+        # A process keeps a deleted namespace alive: look for any inside ours, by inode
+        # (only until close() lets go of them, see _netns_fds).
+        inodes = {os.fstat(fd).st_ino for fd in self._netns_fds}
+        for entry in Path("/proc").iterdir() if inodes else ():
             if entry.name.isdigit():
                 try:
                     inode = os.stat(entry / "ns" / "net").st_ino
                 except OSError:
                     continue  # gone, or a zombie
-                if inode in self._netns_inodes:
+                if inode in inodes:
                     found.append(f"process {entry.name} in a namespace of {self.prefix}")
         if self.workdir is not None and self.workdir.exists():
             found.append(f"directory {self.workdir}")
@@ -348,6 +355,7 @@ class Service:
 
     name = "service"
     url = ""
+    start_timeout = 60.0  # seconds
 
     def __init__(self, host: Host, directory: Path):
         self.host = host
@@ -376,10 +384,10 @@ class Service:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def start(self, timeout: float = 60) -> Service:
+    def start(self, timeout: float | None = None) -> Service:
         began = time.monotonic()
         self.proc = self._spawn()
-        self._wait(self._ready, began + timeout)
+        self._wait(self._ready, began + (timeout or self.start_timeout))
         self.startup_seconds = time.monotonic() - began
         print(f"netns: {self.name} on {self.host.name} ({self.url}) ready in {self.startup_seconds:.2f} s",
               flush=True)
@@ -397,7 +405,7 @@ class Service:
                 self.proc.wait(timeout)
         self._after_stop()
 
-    def restart(self, timeout: float = 60) -> Service:
+    def restart(self, timeout: float | None = None) -> Service:
         self.stop()
         return self.start(timeout)
 
@@ -466,10 +474,9 @@ class Postgres(Service):
     name = "postgres"
     port = 5432
 
-    def __init__(self, host: Host, directory: Path, settings: dict | None = None, trusted: str | None = None):
+    def __init__(self, host: Host, directory: Path, settings: dict | None = None):
         super().__init__(host, directory)
         self.settings = settings or {}  # extra postgres -c options, e.g. {"fsync": "off"}
-        self.trusted = trusted or str(ipaddress.ip_interface(f"{host.address}/24").network)
         self.pgdata = self.dir / "data"
         self.url = f"postgresql://postgres@{host.address}:{self.port}/postgres"
         self.socket_url = f"postgresql://postgres@/postgres?host={self.pgdata}&port={self.port}"
@@ -494,7 +501,7 @@ class Postgres(Service):
         if result.returncode:
             raise ServiceError(f"initdb {self.pgdata} failed: {result.stderr.strip()}")
         with open(self.pgdata / "pg_hba.conf", "a") as hba:  # the file stays PG_USER's
-            hba.write(f"host all all {self.trusted} trust\n")
+            hba.write(f"host all all {self.host.subnet} trust\n")
 
     def _spawn(self) -> subprocess.Popen:
         options = {"listen_addresses": self.host.address, "port": self.port,
@@ -593,10 +600,13 @@ class RabbitMQ(Service):
     """
 
     name = "rabbitmq"
+    start_timeout = 120.0  # an Erlang VM boot: ~5 s here, much more on a loaded CI machine
     port = 5672
     dist_port = 25672
 
     def __init__(self, host: Host, directory: Path, node: str = "jobs-mh@localhost"):
+        if not (RABBITMQ_BIN / "rabbitmq-server").exists():
+            raise ServiceError(f"no RabbitMQ in {RABBITMQ_BIN} (the Debian rabbitmq-server package)")
         super().__init__(host, directory)
         self.node = node
         self.url = f"amqp://guest:guest@{host.address}:{self.port}//"
@@ -639,14 +649,19 @@ class RabbitMQ(Service):
 
     def _after_stop(self) -> None:
         # The node started epmd as a daemon: outside our process group, it would outlive us.
+        epmds = []
         for pid in self.host.pids():
             try:
                 if Path(f"/proc/{pid}/comm").read_text().strip() == "epmd":
                     os.kill(pid, signal.SIGTERM)
-            except (OSError, ProcessLookupError):
+                    epmds.append(pid)
+            except OSError:  # ProcessLookupError included: gone already
                 pass
+        deadline = time.monotonic() + GRACE  # gone before a restart starts the next one
+        while any(pid in self.host.pids() for pid in epmds) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 def rabbitmq(host: Host, directory: Path, node: str = "jobs-mh@localhost") -> RabbitMQ:
     """Start a RabbitMQ node in ``host`` with its data in ``directory`` (kept across restarts)."""
-    return RabbitMQ(host, directory, node).start(timeout=120)
+    return RabbitMQ(host, directory, node).start()

@@ -148,6 +148,7 @@ def test_three_hosts_services_pulled_cable_and_cleanup():
 
     netns_list = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
-    print(f"after: ip netns list: {netns_list.split() or 'nothing'}; links: {[l.split()[0] for l in links.splitlines()]}")
+    print(f"after: ip netns list: {netns_list.split() or 'nothing'}; "
+          f"links: {[line.split()[0] for line in links.splitlines()]}")
     assert net.leftovers() == []
     assert net.prefix not in netns_list and net.prefix not in links

@@ -40,6 +40,14 @@ def canary_rows(engine, prefix: str) -> int:
         return connection.scalar(text("SELECT count(*) FROM job_heartbeats WHERE name LIKE :p"), {"p": prefix + "%"})
 
 
+def runs_beyond_the_first(engine, prefix: str) -> int:
+    """Redeliveries that ran, on any broker: ``maintenance.counted_canary`` runs past one per name."""
+    with engine.connect() as connection:
+        return connection.scalar(text(
+            "SELECT count(*) - count(DISTINCT split_part(name, ':', 2)) FROM job_heartbeats WHERE name LIKE :p"),
+            {"p": f"run:{prefix}%"})
+
+
 def redeliveries(redis_client, task_ids) -> int:
     """Deliveries beyond the first, summed over the tasks (from the poison-pill counters)."""
     from workers.reliability.deliveries import key

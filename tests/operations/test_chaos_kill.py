@@ -8,7 +8,7 @@ import uuid
 import pytest
 import redis
 
-from tests.operations.chaos import Figures, canary_rows, redeliveries
+from tests.operations.chaos import Figures, canary_rows, redeliveries, runs_beyond_the_first
 from tests.operations.conftest import dead_letter_count, wait_until
 from tests.operations.procs import children, kill
 
@@ -16,9 +16,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 
 def sigkill_mid_task(isolated, engine, tmp_path, kills: int, tasks: int, name: str) -> Figures:
-    worker = isolated.start_worker("killme", ["maintenance"], concurrency=2, log_path=tmp_path / "worker.log")
+    worker = isolated.start_worker("killme", ["maintenance"], concurrency=2, log_path=tmp_path / "worker.log",
+                                   include="tests.brokers.broker_tasks")
     prefix = f"kill-{uuid.uuid4().hex[:6]}-"
-    results = [isolated.app.send_task("maintenance.canary", args=[f"{prefix}{i}"], kwargs={"hold_seconds": 0.8})
+    results = [isolated.app.send_task("maintenance.counted_canary", args=[f"{prefix}{i}"],
+                                      kwargs={"hold_seconds": 0.8})
                for i in range(tasks)]
     rng = random.Random(7)
     recoveries = []
@@ -43,16 +45,16 @@ def sigkill_mid_task(isolated, engine, tmp_path, kills: int, tasks: int, name: s
     for result in results:
         assert result.get(timeout=60).startswith(prefix)
     completed = canary_rows(engine, prefix)
-    figures = Figures(name, sent=tasks, completed=completed, lost=tasks - completed,
-                      duplicated=redeliveries(redis.Redis.from_url(isolated.broker_url), [r.id for r in results]),
+    figures = Figures(f"{name}[{isolated.kind}]", sent=tasks, completed=completed, lost=tasks - completed,
+                      duplicated=runs_beyond_the_first(engine, prefix),
                       recovery_s=max(recoveries) if recoveries else None,
                       extra={"kills": len(recoveries)})
     assert worker.poll() is None
     return figures
 
 
-def test_sigkill_mid_task_bounded(isolated, clean_db, tmp_path):
-    figures = sigkill_mid_task(isolated, clean_db, tmp_path, kills=3, tasks=12, name="sigkill_x3")
+def test_sigkill_mid_task_bounded(on_broker, clean_db, tmp_path):
+    figures = sigkill_mid_task(on_broker, clean_db, tmp_path, kills=3, tasks=12, name="sigkill_x3")
     figures.report()
     assert figures.lost == 0 and figures.completed == 12
     assert figures.duplicated >= 1  # a killed task really was delivered again (a kill can land just after a task ends)
@@ -60,8 +62,8 @@ def test_sigkill_mid_task_bounded(isolated, clean_db, tmp_path):
 
 
 @pytest.mark.slow_chaos
-def test_sigkill_mid_task_x10(isolated, clean_db, tmp_path):
-    figures = sigkill_mid_task(isolated, clean_db, tmp_path, kills=10, tasks=60, name="sigkill_x10")
+def test_sigkill_mid_task_x10(on_broker, clean_db, tmp_path):
+    figures = sigkill_mid_task(on_broker, clean_db, tmp_path, kills=10, tasks=60, name="sigkill_x10")
     figures.report()
     assert figures.extra["kills"] == 10
     assert figures.lost == 0 and figures.completed == 60
