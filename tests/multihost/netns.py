@@ -191,6 +191,31 @@ class Host:
         return problems
 
 
+class LocalHost(Host):
+    """The machine itself (the root namespace, loopback): a private service that the test
+    process reaches directly, such as a RabbitMQ node a test may restart without touching
+    the system one. No link to cut; ``pids()`` is empty, so no cleanup can ever reach the
+    machine's own daemons (the system epmd, which a private node registers with)."""
+
+    def __init__(self):
+        super().__init__("localhost", "127.0.0.1", ipaddress.IPv4Network("127.0.0.0/8"), "")
+
+    def command(self, argv: Sequence) -> list[str]:
+        return [str(arg) for arg in argv]
+
+    def link_down(self) -> None:
+        raise NetnsError("the local host has no link to cut")
+
+    link_up = link_down
+
+    def pids(self) -> list[int]:
+        return []
+
+    def close(self, grace: float = 5.0) -> list[str]:
+        """Stop this host's services and processes (a Network does this for its own hosts)."""
+        return self._shutdown(grace)
+
+
 def _signal_groups(procs: list[subprocess.Popen], sig: int) -> None:
     for proc in procs:
         try:
@@ -604,11 +629,13 @@ class RabbitMQ(Service):
     port = 5672
     dist_port = 25672
 
-    def __init__(self, host: Host, directory: Path, node: str = "jobs-mh@localhost"):
+    def __init__(self, host: Host, directory: Path, node: str = "jobs-mh@localhost",
+                 port: int | None = None, dist_port: int | None = None):
         if not (RABBITMQ_BIN / "rabbitmq-server").exists():
             raise ServiceError(f"no RabbitMQ in {RABBITMQ_BIN} (the Debian rabbitmq-server package)")
         super().__init__(host, directory)
         self.node = node
+        self.port, self.dist_port = port or self.port, dist_port or self.dist_port
         self.url = f"amqp://guest:guest@{host.address}:{self.port}//"
         (self.dir / "rabbitmq.conf").write_text("loopback_users = none\n")  # guest from other hosts
         (self.dir / "enabled_plugins").write_text("[].\n")
@@ -662,6 +689,7 @@ class RabbitMQ(Service):
             time.sleep(0.05)
 
 
-def rabbitmq(host: Host, directory: Path, node: str = "jobs-mh@localhost") -> RabbitMQ:
+def rabbitmq(host: Host, directory: Path, node: str = "jobs-mh@localhost", port: int | None = None,
+             dist_port: int | None = None) -> RabbitMQ:
     """Start a RabbitMQ node in ``host`` with its data in ``directory`` (kept across restarts)."""
-    return RabbitMQ(host, directory, node).start()
+    return RabbitMQ(host, directory, node, port, dist_port).start()

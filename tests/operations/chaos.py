@@ -113,9 +113,11 @@ class PrivateRedis:
 def make_app(broker_url: str, backend_url: str):
     from celery import Celery
 
+    import celeryconfig
+
     app = Celery("chaos", set_as_current=False)
     app.config_from_object("celeryconfig")
-    app.conf.update(broker_url=broker_url, result_backend=backend_url)
+    app.conf.update(broker_url=broker_url, result_backend=backend_url, **celeryconfig.broker_conf(broker_url))
     return app
 
 

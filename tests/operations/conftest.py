@@ -44,11 +44,12 @@ def json_body(args=(), kwargs=None) -> bytes:
 def publish_raw(app, body: bytes, headers: dict | None, queue: str = "maintenance",
                 content_type: str = "application/json", broker_url: str | None = None) -> None:
     """Publish exactly these bytes with these headers, as a buggy or hostile client could."""
-    from kombu import Connection, Exchange, Producer
+    from kombu import Connection, Producer
 
     with Connection(broker_url or app.conf.broker_url) as connection:
         producer = Producer(connection.default_channel)
-        producer.publish(body, exchange=Exchange(queue, type="direct"), routing_key=queue,
+        # The exchange by name, undeclared: the worker declared it (direct on Redis, topic on RabbitMQ).
+        producer.publish(body, exchange=queue, routing_key=queue,
                          headers=headers or {}, content_type=content_type, content_encoding="utf-8",
                          serializer=None, retry=True)
 

@@ -75,7 +75,8 @@ def fuzz_message(rng: random.Random, index: int) -> tuple[str, bytes, dict, str]
     150,  # the bounded CI run
     pytest.param(1000, marks=pytest.mark.slow_chaos),
 ])
-def test_fuzzed_messages_are_all_accounted_for_and_the_worker_stays_up(isolated, clean_db, tmp_path, count):
+def test_fuzzed_messages_are_all_accounted_for_and_the_worker_stays_up(on_broker, clean_db, tmp_path, count):
+    isolated = on_broker
     worker = isolated.start_worker("fuzz", ["maintenance"], concurrency=2, log_path=tmp_path / "worker.log")
     rng = random.Random(20261125 + count)
     sent: list[tuple[str, dict]] = []
@@ -121,7 +122,7 @@ def test_fuzzed_messages_are_all_accounted_for_and_the_worker_stays_up(isolated,
     accounted = valid_ok + invalid_dead + min(anonymous, no_id)
     assert worker.poll() is None, "the worker died"
     assert isolated.app.send_task("maintenance.noop").get(timeout=30) is None
-    figures = Figures(f"fuzz_{count}", sent=len(sent), completed=valid_ok, lost=len(sent) - accounted,
+    figures = Figures(f"fuzz_{count}[{isolated.kind}]", sent=len(sent), completed=valid_ok, lost=len(sent) - accounted,
                       recovery_s=time.monotonic() - started,
                       extra={"valid": valid, "dead_lettered": invalid_dead + anonymous, "by_code": codes})
     figures.report()

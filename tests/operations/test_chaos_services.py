@@ -1,4 +1,5 @@
-"""Redis and PostgreSQL restarted under load, on private servers started by the test.
+"""The broker (Redis or RabbitMQ) and PostgreSQL restarted under load, on private servers
+started by the test.
 
 Each runs in two sizes: the full figure for `make chaos` (marked slow_chaos), and a short
 variant, under 40 s, that `make test` and the CI run, so a restart regression cannot hide
@@ -6,6 +7,7 @@ until someone runs the chaos suite. Only servers the test started are ever resta
 """
 from __future__ import annotations
 
+import shutil
 import subprocess
 import time
 import uuid
@@ -13,7 +15,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.operations.chaos import Figures, PrivateRedis, canary_rows, make_app, redeliveries, worker_env
+from tests.conftest import BROKERS
+from tests.operations.chaos import (Figures, PrivateRedis, canary_rows, make_app, redeliveries, runs_beyond_the_first,
+                                   worker_env)
 from tests.operations.conftest import dead_letter_count, free_port, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
@@ -30,9 +34,9 @@ class Size:
     settle_s: float = 300.0  # deadline for every effect after the restart
 
 
-REDIS_SIZES = [
-    pytest.param(Size("redis_restart", 2000, 2, 3.0, 100), marks=pytest.mark.slow_chaos, id="full"),
-    pytest.param(Size("redis_restart_short", 240, 1, 1.5, 10, hold_s=0.02, settle_s=60), id="short"),
+BROKER_SIZES = [
+    pytest.param(Size("broker_restart", 2000, 2, 3.0, 100), marks=pytest.mark.slow_chaos, id="full"),
+    pytest.param(Size("broker_restart_short", 240, 1, 1.5, 10, hold_s=0.02, settle_s=60), id="short"),
 ]
 POSTGRES_SIZES = [
     pytest.param(Size("postgres_restart", 600, 2, 3.0, 50), marks=pytest.mark.slow_chaos, id="full"),
@@ -43,26 +47,67 @@ POSTGRES_SIZES = [
 def spawn(name, queues, env, tmp_path, concurrency=2):
     from tests.conftest import spawn_worker
 
-    return spawn_worker(name, queues, concurrency, extra_env=env, log_path=tmp_path / f"{name}.log")
+    return spawn_worker(name, queues, concurrency, extra_env=env, log_path=tmp_path / f"{name}.log",
+                        include="tests.brokers.broker_tasks")
 
 
-@pytest.mark.parametrize("size", REDIS_SIZES)
-def test_redis_restart_under_load_loses_nothing(clean_db, tmp_path, size):
+class PrivateBroker:
+    """A broker server of the test's own, to stop and start: Redis with AOF (broker and results),
+    or a RabbitMQ node on a loopback port of its own (results in the session's Redis)."""
+
+    def __init__(self, kind: str, directory):
+        from tests.conftest import redis_url_for
+
+        self.kind = kind
+        if kind == "redis":
+            self.server = PrivateRedis(directory / "redis", free_port())
+            self.server.start()
+            self.broker, self.backend, self.extra = self.server.url + "/0", self.server.url + "/1", {}
+        else:
+            from tests.multihost.netns import LocalHost, rabbitmq
+
+            if shutil.which("rabbitmqctl") is None:
+                pytest.skip("no RabbitMQ installed: the RabbitMQ half of this test cannot run")
+            self.local = LocalHost()
+            directory.chmod(0o711)
+            self.server = rabbitmq(self.local, directory / "rabbitmq", node=f"jobs-chaos-{uuid.uuid4().hex[:6]}@localhost",
+                                   port=free_port(), dist_port=free_port())
+            self.broker, self.backend = self.server.url, redis_url_for(13)
+            self.extra = {"ANALYTICS_REDIS_URL": redis_url_for(12)}
+
+    def stop(self) -> None:
+        if self.kind == "redis":
+            self.server.stop(graceful=True)  # SHUTDOWN: AOF fsynced, as a restart by an operator
+        else:
+            self.server.stop()               # rabbitmqctl stop: a clean node shutdown
+
+    def start(self) -> None:
+        self.server.start()
+
+    def close(self) -> None:
+        if self.kind == "redis":
+            self.server.stop(graceful=False)
+        else:
+            self.local.close()
+
+
+@pytest.mark.parametrize("broker", BROKERS)
+@pytest.mark.parametrize("size", BROKER_SIZES)
+def test_broker_restart_under_load_loses_nothing(clean_db, tmp_path, size, broker):
     from tests.conftest import stop_process, wait_for_workers
+    from workers.observability.queues import queue_depths
 
-    server = PrivateRedis(tmp_path / "redis", free_port())
-    server.start()
-    broker, backend = server.url + "/0", server.url + "/1"
-    app = make_app(broker, backend)
-    env = worker_env(broker, backend)
-    workers = [spawn(f"redis{i}", ["maintenance"], env, tmp_path) for i in range(size.workers)]
+    server = PrivateBroker(broker, tmp_path)
+    app = make_app(server.broker, server.backend)
+    env = worker_env(server.broker, server.backend, **server.extra)
+    workers = [spawn(f"{broker}{i}", ["maintenance"], env, tmp_path) for i in range(size.workers)]
     try:
-        wait_for_workers(app, [f"redis{i}" for i in range(size.workers)])
+        wait_for_workers(app, [f"{broker}{i}" for i in range(size.workers)])
         prefix = f"rr-{uuid.uuid4().hex[:6]}-"
         sent = []
         for i in range(size.messages):  # mixed: canaries with a DB effect, echoes, no-ops
             if i % 2 == 0:
-                sent.append(app.send_task("maintenance.canary", args=[f"{prefix}{i}"],
+                sent.append(app.send_task("maintenance.counted_canary", args=[f"{prefix}{i}"],
                                           kwargs={"hold_seconds": size.hold_s} if size.hold_s else {}))
             elif i % 4 == 1:
                 sent.append(app.send_task("maintenance.echo", args=[f"e{i}"]))
@@ -71,44 +116,42 @@ def test_redis_restart_under_load_loses_nothing(clean_db, tmp_path, size):
         canaries = size.messages // 2
         wait_until(lambda: canary_rows(clean_db, prefix) >= size.under_way, timeout=120, what="load under way")
         before = canary_rows(clean_db, prefix)
-        queued_at_restart = server.client().llen("maintenance")
-        server.stop(graceful=True)  # SHUTDOWN: AOF fsynced, as a restart by an operator or orchestrator
+        queued_at_restart = queue_depths(app, ("maintenance",))["maintenance"]
+        stopped_at = time.monotonic()
+        server.stop()
         time.sleep(size.down_s)  # the outage itself
-        server.start()
+        server.start()  # returns once the broker answers (RabbitMQ: ~5 s of node boot)
         restarted_at = time.monotonic()
         wait_until(lambda: canary_rows(clean_db, prefix) > before + 5, timeout=60, interval=0.1,
-                   what="workers resume after the Redis restart")
-        recovery = time.monotonic() - restarted_at
+                   what="workers resume after the broker restart")
+        recovery, outage = time.monotonic() - restarted_at, time.monotonic() - stopped_at
         wait_until(lambda: canary_rows(clean_db, prefix) >= canaries, timeout=size.settle_s, interval=0.5,
                    what="all canaries after the restart")
         outcomes = {"SUCCESS": 0}
-        unresolved = []
         for result in sent:
             try:
                 result.get(timeout=60)
                 outcomes["SUCCESS"] += 1
             except Exception as exc:  # noqa: BLE001 - counted, and asserted below
                 outcomes[type(exc).__name__] = outcomes.get(type(exc).__name__, 0) + 1
-                unresolved.append(result.id)
-        if unresolved:
-            client = server.client()
-            print("UNRESOLVED", unresolved, "unacked:", client.hlen("unacked"), "queue:", client.llen("maintenance"),
-                  "deliveries:", [client.get(f"jobs:deliveries:{i}:0") for i in unresolved])
-        figures = Figures(size.figure, sent=len(sent), completed=outcomes["SUCCESS"],
+        figures = Figures(f"{size.figure}[{broker}]", sent=len(sent), completed=outcomes["SUCCESS"],
                           lost=canaries - canary_rows(clean_db, prefix),
-                          duplicated=redeliveries(server.client(), [r.id for r in sent]),
+                          duplicated=runs_beyond_the_first(clean_db, prefix),
                           recovery_s=recovery,
-                          extra={"queued_at_restart": queued_at_restart, "outcomes": outcomes})
+                          extra={"queued_at_restart": queued_at_restart, "outage_s": round(outage, 1),
+                                 "outcomes": outcomes})
         figures.report()
         assert queued_at_restart > 0, "the restart found no backlog: it tested nothing"
         assert figures.lost == 0
         assert figures.completed == len(sent), outcomes
         assert recovery < 30
-        assert all(proc.poll() is None for proc in workers)
+        assert all(proc.poll() is None for proc in workers), [
+            (proc.returncode, (tmp_path / f"{broker}{i}.log").read_text()[-2000:]) for i, proc in enumerate(workers)]
+        assert dead_letter_count(clean_db) == 0
     finally:
         for proc in workers:
             stop_process(proc)
-        server.stop(graceful=False)
+        server.close()
 
 
 @pytest.mark.parametrize("size", POSTGRES_SIZES)

@@ -144,6 +144,10 @@ class GuardedConsumer(Consumer):
 
     def connect(self):
         connection = super().connect()
+        if settings.broker_kind(self.app.conf.broker_url) == "amqp":
+            from workers.reliability.dead_letter_intake import declare_topology
+
+            declare_topology(self.app, connection)  # before the steps that bind or consume
         orphans = getattr(self, "_orphaned_tags", set())
         if orphans:
             self._restore_orphans(connection, orphans)

@@ -46,6 +46,20 @@ def dead_letter_queue() -> Queue:
                  queue_arguments={"x-queue-type": "quorum"})
 
 
+def declare_topology(app, connection) -> None:
+    """Declare every task queue with its exchange, the dead-letter exchange and its queue.
+
+    Each worker consumes only its ``-Q`` queues, so by itself it would declare only those;
+    but a client may publish to any queue before its worker first starts, and Celery's
+    native delayed delivery binds every queue's exchange at start-up (and logs it
+    CRITICAL when one is missing). Declarations are idempotent; run on every connect.
+    """
+    channel = connection.default_channel
+    dead_letter_queue()(channel).declare()
+    for queue in app.amqp.queues.values():
+        queue(channel).declare()
+
+
 def death_reason(headers: dict) -> str:
     deaths = headers.get("x-death")
     if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
@@ -102,10 +116,19 @@ class DeadLetterIntake(bootsteps.ConsumerStep):
         super().start(c)
 
     def get_consumers(self, channel):
-        return [Consumer(channel, queues=[dead_letter_queue()], callbacks=[self.on_message],
-                         accept=None, prefetch_count=10)]
+        # on_message, not callbacks: kombu would decode each body first, and a pickle body a
+        # worker rejected (then dead-lettered here) would raise ContentDisallowed in the event
+        # loop and take the worker down. The body is only ever read as JSON, by failure_of.
+        return [Consumer(channel, queues=[dead_letter_queue()], on_message=self.on_message, prefetch_count=10)]
 
-    def on_message(self, body, message) -> None:
+    def on_message(self, message) -> None:
+        try:
+            self._take(message)
+        except Exception:  # noqa: BLE001 - the intake must never stop the worker's event loop
+            log.exception("could not take a dead-lettered message; it is handed back in %g s", RETRY_SECONDS)
+            self.timer.call_after(RETRY_SECONDS, message.requeue)
+
+    def _take(self, message) -> None:
         reason, failure = failure_of(message)
         if reason == RECORDED_AT_SOURCE:
             message.ack()
