@@ -131,3 +131,15 @@ def test_flower_shows_a_task_sent_over_rabbitmq(rabbit, tmp_path):
         assert seen[sent.id]["state"] == "SUCCESS" and seen[sent.id]["name"] == "maintenance.echo"
     finally:
         stop_process(proc)
+
+
+def test_a_message_that_expires_unconsumed_is_revoked_not_a_dead_letter(rabbit, clean_db):
+    """As on Redis, where the worker drops an expired message as revoked: RabbitMQ expires it in
+    the queue and dead-letters it, and the intake marks its result REVOKED without a row."""
+    from tests.operations.conftest import dead_letter_count
+
+    rabbit.start_worker("expiry", ["maintenance"])  # nobody consumes images
+    result = rabbit.app.send_task("images.process_profile_photo", args=[1, "never.jpg"], expires=1)
+    wait_until(lambda: result.state == "REVOKED", timeout=30, interval=0.3, what="the expired task revoked")
+    assert queues(rabbit.vhost.name)["images"]["messages"] == 0
+    assert dead_letter_count(clean_db) == 0

@@ -5,7 +5,6 @@ No worker consumes the isolated broker's maintenance queue, so every beat-heartb
 either beat sent is still there to be counted, with the pid of the beat that sent it."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -13,7 +12,6 @@ import time
 from datetime import datetime
 
 import pytest
-import redis
 
 from tests.conftest import ROOT, stop_process
 from tests.operations.procs import kill
@@ -32,25 +30,43 @@ def start_beat(isolated, tmp_path, name: str, **extra_env) -> subprocess.Popen:
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def heartbeat_dispatches(broker_url: str) -> list[tuple[int, float]]:
-    """(sending process id, sent_at) of every beat-heartbeat message in the queue, oldest first.
+class HeartbeatDispatches:
+    """Every beat-heartbeat message the beats sent, as (sending process id, sent_at), oldest first.
 
-    No worker consumes the queue, so every dispatch either beat made is still there; the
-    ``origin`` header is ``gen<pid>@<host>`` of the process that sent it."""
-    import re
+    No worker consumes the queue, so every dispatch either beat made waits there; each call
+    takes what arrived since the last one (on any broker: a RabbitMQ queue cannot be read
+    without taking) and keeps it. The ``origin`` header is ``gen<pid>@<host>`` of the sender."""
 
-    client = redis.Redis.from_url(broker_url)
-    found = []
-    for raw in client.lrange("maintenance", 0, -1):
-        headers = json.loads(raw)["headers"]
-        if headers.get("task") == "maintenance.beat_heartbeat":
-            found.append((int(re.match(r"gen(\d+)@", headers["origin"]).group(1)), float(headers["sent_at"])))
-    return sorted(found, key=lambda d: d[1])
+    def __init__(self, broker_url: str):
+        self.broker_url, self.seen = broker_url, []
 
+    def __call__(self) -> list[tuple[int, float]]:
+        import re
 
-def heartbeat_runs(broker_url: str) -> list[datetime]:
-    """Send times of maintenance.beat_heartbeat, read from the queue (no worker consumes it)."""
-    return [datetime.fromtimestamp(at) for _, at in heartbeat_dispatches(broker_url)]
+        from kombu import Connection
+
+        with Connection(self.broker_url) as connection:
+            channel = connection.default_channel
+            try:
+                while (message := channel.basic_get(queue="maintenance", no_ack=True)) is not None:
+                    headers = message.headers or {}
+                    if headers.get("task") == "maintenance.beat_heartbeat":
+                        self.seen.append((int(re.match(r"gen(\d+)@", headers["origin"]).group(1)),
+                                          float(headers["sent_at"])))
+            except connection.channel_errors:
+                pass  # no beat has declared the queue yet: nothing sent
+        return sorted(self.seen, key=lambda d: d[1])
+
+    def watch(self, seconds: float) -> None:
+        """Keep taking for ``seconds``: a beat entry expires after its interval, and on
+        RabbitMQ an expired message leaves the queue (Redis keeps it for the worker to drop)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self()
+            time.sleep(0.25)
+
+    def runs(self) -> list[datetime]:
+        return [datetime.fromtimestamp(at) for _, at in self()]
 
 
 def dispatching(tmp_path, name: str) -> bool:
@@ -58,19 +74,21 @@ def dispatching(tmp_path, name: str) -> bool:
     return "Sending due task beat-heartbeat" in text
 
 
-def test_two_beats_fire_each_entry_once_per_interval(clean_db, isolated, tmp_path):
+def test_two_beats_fire_each_entry_once_per_interval(clean_db, on_broker, tmp_path):
+    isolated = on_broker
+    dispatches = HeartbeatDispatches(isolated.broker_url)
     beats = {name: start_beat(isolated, tmp_path, name) for name in ("beat-a", "beat-b")}
     try:
         # Phase 1: both beats up for 3+ intervals.
         deadline = time.monotonic() + 60
         while not any(dispatching(tmp_path, n) for n in beats) and time.monotonic() < deadline:
-            time.sleep(0.2)
+            dispatches.watch(0.2)
         first = time.monotonic()
-        time.sleep(INTERVAL * 3 + 0.5)
+        dispatches.watch(INTERVAL * 3 + 0.5)
         leaders = [n for n in beats if dispatching(tmp_path, n)]
         assert len(leaders) == 1, f"both beats dispatched: {leaders}"
-        assert {pid for pid, _ in heartbeat_dispatches(isolated.broker_url)} == {beats[leaders[0]].pid}
-        runs_phase1 = heartbeat_runs(isolated.broker_url)
+        assert {pid for pid, _ in dispatches()} == {beats[leaders[0]].pid}
+        runs_phase1 = dispatches.runs()
         window1 = time.monotonic() - first
 
         # Phase 2: the leader dies; the other takes over within the lock retry.
@@ -81,11 +99,11 @@ def test_two_beats_fire_each_entry_once_per_interval(clean_db, isolated, tmp_pat
         killed_at = time.monotonic()
         deadline = killed_at + 30
         while not dispatching(tmp_path, follower) and time.monotonic() < deadline:
-            time.sleep(0.2)
+            dispatches.watch(0.2)
         takeover_s = time.monotonic() - killed_at
         assert dispatching(tmp_path, follower), "the second beat never took over"
-        time.sleep(INTERVAL * 3 + 0.5)
-        runs = heartbeat_runs(isolated.broker_url)
+        dispatches.watch(INTERVAL * 3 + 0.5)
+        runs = dispatches.runs()
     finally:
         for proc in beats.values():
             stop_process(proc)
@@ -94,7 +112,7 @@ def test_two_beats_fire_each_entry_once_per_interval(clean_db, isolated, tmp_pat
     gaps = [(b - a).total_seconds() for a, b in zip(runs, runs[1:])]
     from tests.operations.chaos import Figures
 
-    Figures("two_beats", sent=len(runs), completed=len(runs),
+    Figures(f"two_beats[{isolated.kind}]", sent=len(runs), completed=len(runs),
             duplicated=sum(1 for gap in gaps if gap < INTERVAL * 0.5), recovery_s=takeover_s,
             extra={"interval_s": INTERVAL, "phase1_runs": len(runs_phase1),
                    "phase1_expected": round(expected1, 1), "min_gap_s": round(min(gaps), 2)}).report()
@@ -132,9 +150,10 @@ def test_a_frozen_leader_is_replaced_within_the_lease_and_never_dispatches_again
              for name in ("beat-a", "beat-b")}
     by_pid = {proc.pid: name for name, proc in beats.items()}
     leader_pid = None
+    heartbeat_dispatches = HeartbeatDispatches(isolated.broker_url)
     try:
         def sent_by(pid, after=0.0):
-            return [at for sender, at in heartbeat_dispatches(isolated.broker_url) if sender == pid and at > after]
+            return [at for sender, at in heartbeat_dispatches() if sender == pid and at > after]
 
         leader_pid = wait_until(lambda: lease_holder_pid(clean_db), timeout=60, what="a beat leads")
         assert leader_pid in by_pid
@@ -156,7 +175,7 @@ def test_a_frozen_leader_is_replaced_within_the_lease_and_never_dispatches_again
         # Entries fell due while both beats ran: the old leader had the chance to send them.
         wait_until(lambda: len(sent_by(standby_pid, after=resumed_at)) >= 2, timeout=30,
                    what="the standby keeps dispatching after the old leader resumed")
-        dispatches = heartbeat_dispatches(isolated.broker_url)
+        dispatches = heartbeat_dispatches()
         assert beats[by_pid[leader_pid]].poll() is None, "the old leader exited instead of standing by"
     finally:
         if leader_pid is not None:

@@ -19,7 +19,9 @@ If PostgreSQL cannot take the row, the message goes back to the queue after
 
 A message dead-lettered because a worker *rejected* it (``reason=rejected``) was
 recorded by that worker before it rejected it (workers/reliability/consumer.py):
-it is acked without a second row.
+it is acked without a second row. One that *expired* (``reason=expired``: sent with
+``expires``, as every beat entry is, and not consumed in time) is what a worker on
+Redis drops as revoked: its result is marked REVOKED, and it is no dead letter.
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ log = logging.getLogger("workers.reliability.dead_letter_intake")
 
 RETRY_SECONDS = 5.0
 RECORDED_AT_SOURCE = "rejected"
+EXPIRED = "expired"
 
 
 def dead_letter_queue() -> Queue:
@@ -131,6 +134,11 @@ class DeadLetterIntake(bootsteps.ConsumerStep):
     def _take(self, message) -> None:
         reason, failure = failure_of(message)
         if reason == RECORDED_AT_SOURCE:
+            message.ack()
+            return
+        if reason == EXPIRED:
+            if failure.task_id:
+                self.app.backend.mark_as_revoked(failure.task_id, reason="expired")
             message.ack()
             return
         task = self.app.tasks.get(failure.task_name)
