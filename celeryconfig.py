@@ -147,6 +147,9 @@ broker_transport_options = transport_options_for(broker_url, _settings.broker_vi
 # and ETAs and countdowns go through Celery's native delayed delivery (the
 # celery_delayed_* quorum queues) instead of waiting in a worker's memory.
 worker_detect_quorum_queues = True
+# A worker host that vanishes (power, network) holds its unacked messages until RabbitMQ
+# notices the silence: about two heartbeats (Celery's default is 120 s).
+broker_heartbeat = _settings.broker_heartbeat
 broker_native_delayed_delivery_queue_type = "quorum"
 result_backend_transport_options = {"retry_policy": {"timeout": 5.0}}
 

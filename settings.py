@@ -118,6 +118,10 @@ class Settings:
     broker_visibility_timeout: int = _setting(
         "BROKER_VISIBILITY_TIMEOUT", 3600, "Seconds before Redis redelivers an unacked task. Must exceed the "
         "longest hard time limit and countdown; workers and beat refuse to start otherwise.", minimum=1)
+    broker_heartbeat: int = _setting(
+        "BROKER_HEARTBEAT_SECONDS", 30, "RabbitMQ: AMQP heartbeat. The broker closes a connection silent for about "
+        "two of these and requeues its unacked messages, which is how the work of a vanished worker host comes "
+        "back (0: off).", minimum=0, maximum=600)
     task_max_deliveries: int = _setting(
         "TASK_MAX_DELIVERIES", 5, "Deliveries of one task id (per retry) before it is a poison pill: "
         "dead-lettered, and its family closes out its state.", minimum=1)

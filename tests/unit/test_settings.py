@@ -35,6 +35,7 @@ def test_an_empty_variable_counts_as_unset():
     ({"ENGAGEMENT_SWEEP_CONNECTIONS": "0"}, "ENGAGEMENT_SWEEP_CONNECTIONS='0' is below its minimum 1"),
     ({"ENGAGEMENT_SWEEP_CONNECTIONS": "17"}, "ENGAGEMENT_SWEEP_CONNECTIONS='17' is above its maximum 16"),
     ({"BROKER_URL": "sqs://key:secret@queue"}, "BROKER_URL: expected redis://"),
+    ({"BROKER_HEARTBEAT_SECONDS": "601"}, "BROKER_HEARTBEAT_SECONDS='601' is above its maximum 600"),
     ({"BROKER_URL": "redis://a:6379/0;amqp://b:5672"}, "all of one kind"),
 ])
 def test_a_bad_value_is_refused_with_its_name(env, message):
