@@ -345,3 +345,18 @@ def on_broker(request, celery_app):
         yield iso
     finally:
         iso.close()
+
+
+# The chaos suite on both brokers: `make chaos` runs the RabbitMQ half, `make test` (and CI)
+# the Redis half, to stay inside its time budget; tests/brokers/ covers RabbitMQ in both.
+CHAOS_BROKERS = ["redis", pytest.param("amqp", marks=pytest.mark.slow_chaos)]
+
+
+@pytest.fixture(params=CHAOS_BROKERS)
+def chaos_broker(request, celery_app):
+    """``on_broker`` for the chaos tests: the RabbitMQ run is marked slow_chaos."""
+    iso = Isolated(celery_app, request.param)
+    try:
+        yield iso
+    finally:
+        iso.close()

@@ -61,3 +61,16 @@ def test_a_real_worker_refuses_to_start_with_a_bad_visibility_timeout():
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0
     assert "visibility_timeout=60s is not above the longest hard time limit" in proc.stdout + proc.stderr
+
+
+def test_a_real_worker_on_rabbitmq_refuses_to_start_without_the_analytics_redis():
+    """On RabbitMQ the view counters and duration histograms need a Redis of their own; the
+    worker says so at start instead of failing analytics tasks later. No broker is contacted."""
+    env = {k: v for k, v in os.environ.items() if k != "ANALYTICS_REDIS_URL"}
+    env["BROKER_URL"] = "amqp://nobody:secret-pw@127.0.0.1:1/none"
+    proc = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", "maintenance", "--pool=solo"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert "set ANALYTICS_REDIS_URL" in proc.stdout + proc.stderr
+    assert "secret-pw" not in proc.stdout + proc.stderr

@@ -17,10 +17,14 @@ from tests.operations.conftest import wait_until
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def rabbit(celery_app):
+@pytest.fixture(scope="module")
+def rabbit(celery_app, tmp_path_factory):
+    """A vhost and one worker on it, consuming only ``maintenance`` (with the test tasks), for
+    the whole module: nobody consumes the other queues, which the expiry test relies on."""
     iso = Isolated(celery_app, "amqp")
     try:
+        iso.start_worker("brokers", ["maintenance"], include="tests.brokers.broker_tasks",
+                         log_path=tmp_path_factory.mktemp("rabbit") / "worker.log")
         yield iso
     finally:
         iso.close()
@@ -36,7 +40,6 @@ def test_every_task_queue_is_a_quorum_queue_with_the_poison_pill_limit(rabbit):
     import celeryconfig
     from workers.reliability.deliveries import MAX_DELIVERIES
 
-    rabbit.start_worker("quorum", list(celeryconfig.QUEUE_NAMES))
     assert rabbit.app.send_task("maintenance.echo", args=["over quorum"]).get(timeout=30) == "over quorum"
     declared = queues(rabbit.vhost.name)
     for name in (*celeryconfig.QUEUE_NAMES, celeryconfig.DEAD_LETTER_QUEUE):
@@ -49,10 +52,8 @@ def test_every_task_queue_is_a_quorum_queue_with_the_poison_pill_limit(rabbit):
     assert declared["celery_delayed_27"]["type"] == "quorum"
 
 
-def test_a_countdown_retry_runs_again_after_its_delay_through_the_delayed_queues(rabbit, tmp_path):
+def test_a_countdown_retry_runs_again_after_its_delay_through_the_delayed_queues(rabbit):
     """Celery before 5.6.3 dropped a retried countdown on quorum queues (RabbitMQ < 4.0.1)."""
-    rabbit.start_worker("retry", ["maintenance"], include="tests.brokers.broker_tasks",
-                        log_path=tmp_path / "worker.log")
     started = time.monotonic()
     result = rabbit.app.send_task("maintenance.retry_twice", args=[3])
 
@@ -61,7 +62,7 @@ def test_a_countdown_retry_runs_again_after_its_delay_through_the_delayed_queues
                    for name, row in queues(rabbit.vhost.name).items())
 
     wait_until(parked_in_delay_queue, timeout=20, interval=0.3, what="the retry parked in celery_delayed_*")
-    assert result.get(timeout=60) == 2, (tmp_path / "worker.log").read_text()[-3000:]
+    assert result.get(timeout=60) == 2
     # Two countdowns of 3 s each: the broker held the message, not the worker.
     assert time.monotonic() - started >= 6.0
 
@@ -82,7 +83,6 @@ def run_bare_client(rabbit, mode: str) -> dict:
 
 
 def test_a_bare_client_with_celerys_defaults_gets_precondition_failed(rabbit):
-    rabbit.start_worker("bare", ["maintenance"])
     outcome = run_bare_client(rabbit, "default")
     assert outcome["error"] is not None and "PRECONDITION_FAILED" in outcome["message"], outcome
     # The refused declaration changed nothing: the queue is still the workers' quorum queue.
@@ -90,7 +90,6 @@ def test_a_bare_client_with_celerys_defaults_gets_precondition_failed(rabbit):
 
 
 def test_a_bare_client_configured_as_documented_sends_and_counts_down(rabbit):
-    rabbit.start_worker("bare", ["maintenance"])
     outcome = run_bare_client(rabbit, "configured")
     assert outcome == {"error": None, "now": "from the web tier", "later": "two seconds later",
                        "project_imported": False}
@@ -105,7 +104,6 @@ def test_flower_shows_a_task_sent_over_rabbitmq(rabbit, tmp_path):
     from tests.conftest import ROOT, stop_process
     from tests.operations.conftest import free_port
 
-    rabbit.start_worker("flowered", ["maintenance"])
     port, auth = free_port(), "ops:flower-on-amqp"
     proc = subprocess.Popen([sys.executable, "-m", "workers", "flower", "--address", "127.0.0.1", "--port", str(port)],
                             cwd=ROOT, env=dict(os.environ, **rabbit.env, DATA_DIR=str(tmp_path), FLOWER_BASIC_AUTH=auth),
@@ -126,8 +124,9 @@ def test_flower_shows_a_task_sent_over_rabbitmq(rabbit, tmp_path):
         time.sleep(2)  # Flower's event consumer binds its queue after the web server answers
         sent = rabbit.app.send_task("maintenance.echo", args=["seen by flower"])
         assert sent.get(timeout=30) == "seen by flower"
-        seen = wait_until(lambda: (found := tasks_seen()) and sent.id in found and found, timeout=30,
-                          interval=0.5, what="the task in Flower")
+        # Flower applies task-received, -started and -succeeded events as they arrive: wait for the last.
+        seen = wait_until(lambda: (found := tasks_seen()) and found.get(sent.id, {}).get("state") == "SUCCESS"
+                          and found, timeout=30, interval=0.5, what="the task in Flower, succeeded")
         assert seen[sent.id]["state"] == "SUCCESS" and seen[sent.id]["name"] == "maintenance.echo"
     finally:
         stop_process(proc)
@@ -138,7 +137,7 @@ def test_a_message_that_expires_unconsumed_is_revoked_not_a_dead_letter(rabbit, 
     the queue and dead-letters it, and the intake marks its result REVOKED without a row."""
     from tests.operations.conftest import dead_letter_count
 
-    rabbit.start_worker("expiry", ["maintenance"])  # nobody consumes images
+    # The module's worker consumes only maintenance: nobody takes images.
     result = rabbit.app.send_task("images.process_profile_photo", args=[1, "never.jpg"], expires=1)
     wait_until(lambda: result.state == "REVOKED", timeout=30, interval=0.3, what="the expired task revoked")
     assert queues(rabbit.vhost.name)["images"]["messages"] == 0

@@ -75,8 +75,8 @@ def fuzz_message(rng: random.Random, index: int) -> tuple[str, bytes, dict, str]
     150,  # the bounded CI run
     pytest.param(1000, marks=pytest.mark.slow_chaos),
 ])
-def test_fuzzed_messages_are_all_accounted_for_and_the_worker_stays_up(on_broker, clean_db, tmp_path, count):
-    isolated = on_broker
+def test_fuzzed_messages_are_all_accounted_for_and_the_worker_stays_up(chaos_broker, clean_db, tmp_path, count):
+    isolated = chaos_broker
     worker = isolated.start_worker("fuzz", ["maintenance"], concurrency=2, log_path=tmp_path / "worker.log")
     rng = random.Random(20261125 + count)
     sent: list[tuple[str, dict]] = []

@@ -53,8 +53,8 @@ def sigkill_mid_task(isolated, engine, tmp_path, kills: int, tasks: int, name: s
     return figures
 
 
-def test_sigkill_mid_task_bounded(on_broker, clean_db, tmp_path):
-    figures = sigkill_mid_task(on_broker, clean_db, tmp_path, kills=3, tasks=12, name="sigkill_x3")
+def test_sigkill_mid_task_bounded(chaos_broker, clean_db, tmp_path):
+    figures = sigkill_mid_task(chaos_broker, clean_db, tmp_path, kills=3, tasks=12, name="sigkill_x3")
     figures.report()
     assert figures.lost == 0 and figures.completed == 12
     assert figures.duplicated >= 1  # a killed task really was delivered again (a kill can land just after a task ends)
@@ -62,8 +62,8 @@ def test_sigkill_mid_task_bounded(on_broker, clean_db, tmp_path):
 
 
 @pytest.mark.slow_chaos
-def test_sigkill_mid_task_x10(on_broker, clean_db, tmp_path):
-    figures = sigkill_mid_task(on_broker, clean_db, tmp_path, kills=10, tasks=60, name="sigkill_x10")
+def test_sigkill_mid_task_x10(chaos_broker, clean_db, tmp_path):
+    figures = sigkill_mid_task(chaos_broker, clean_db, tmp_path, kills=10, tasks=60, name="sigkill_x10")
     figures.report()
     assert figures.extra["kills"] == 10
     assert figures.lost == 0 and figures.completed == 60

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.conftest import BROKERS
+from tests.conftest import CHAOS_BROKERS
 from tests.operations.chaos import (Figures, PrivateRedis, canary_rows, make_app, redeliveries, runs_beyond_the_first,
                                    worker_env)
 from tests.operations.conftest import dead_letter_count, free_port, wait_until
@@ -91,7 +91,7 @@ class PrivateBroker:
             self.local.close()
 
 
-@pytest.mark.parametrize("broker", BROKERS)
+@pytest.mark.parametrize("broker", CHAOS_BROKERS)
 @pytest.mark.parametrize("size", BROKER_SIZES)
 def test_broker_restart_under_load_loses_nothing(clean_db, tmp_path, size, broker):
     from tests.conftest import stop_process, wait_for_workers

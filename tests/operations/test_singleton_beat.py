@@ -74,8 +74,8 @@ def dispatching(tmp_path, name: str) -> bool:
     return "Sending due task beat-heartbeat" in text
 
 
-def test_two_beats_fire_each_entry_once_per_interval(clean_db, on_broker, tmp_path):
-    isolated = on_broker
+def test_two_beats_fire_each_entry_once_per_interval(clean_db, chaos_broker, tmp_path):
+    isolated = chaos_broker
     dispatches = HeartbeatDispatches(isolated.broker_url)
     beats = {name: start_beat(isolated, tmp_path, name) for name in ("beat-a", "beat-b")}
     try:

@@ -12,6 +12,10 @@ dead letter.
 The count lives in Redis, not PostgreSQL, because it must be written before
 the task touches anything and cost well under a millisecond; if Redis cannot
 be reached the guard steps aside (logs a warning) rather than block the task.
+
+On RabbitMQ there is no broker Redis: the quorum queues' ``x-delivery-limit``
+does this job in the broker (workers/reliability/dead_letter_intake.py), and
+every function here steps aside.
 """
 from __future__ import annotations
 
