@@ -142,3 +142,15 @@ def test_a_message_that_expires_unconsumed_is_revoked_not_a_dead_letter(rabbit, 
     wait_until(lambda: result.state == "REVOKED", timeout=30, interval=0.3, what="the expired task revoked")
     assert queues(rabbit.vhost.name)["images"]["messages"] == 0
     assert dead_letter_count(clean_db) == 0
+
+
+def test_celery_sees_quorum_queues_so_it_drops_global_qos_and_delays_natively(rabbit):
+    """What switches Celery's quorum-queue behaviour on: without it a worker would ask for a
+    global QoS, which quorum queues refuse, and an ETA would wait in a worker's memory."""
+    from celery.utils.quorum_queues import detect_quorum_queues
+
+    assert rabbit.app.conf.worker_detect_quorum_queues is True
+    assert rabbit.app.conf.broker_native_delayed_delivery_queue_type == "quorum"
+    found, first = detect_quorum_queues(rabbit.app, "amqp")
+    assert found and first == "images"
+    assert rabbit.app.conf.broker_transport_options == {"confirm_publish": True}

@@ -136,9 +136,11 @@ class GuardedConsumer(Consumer):
 
     # --- Surviving a broker restart ----------------------------------------
     def on_connection_error_after_connected(self, exc):
-        if self.connection is not None:
+        if self.connection is not None and settings.broker_kind(self.app.conf.broker_url) == "redis":
             # Closing the lost connection cannot restore its unacked messages (Redis is
-            # gone); remember their tags and restore them once reconnected.
+            # gone); remember their tags and restore them once reconnected. (RabbitMQ requeues
+            # a closed connection's unacked messages itself; there, reading the connection's
+            # channels would even try to reconnect, and a refused attempt stopped the worker.)
             self._orphaned_tags = getattr(self, "_orphaned_tags", set()) | _unacked_tags(self.connection)
         super().on_connection_error_after_connected(exc)
 
@@ -147,7 +149,10 @@ class GuardedConsumer(Consumer):
         if settings.broker_kind(self.app.conf.broker_url) == "amqp":
             from workers.reliability.dead_letter_intake import declare_topology
 
-            declare_topology(self.app, connection)  # before the steps that bind or consume
+            try:
+                declare_topology(self.app, connection)  # before the steps that bind or consume
+            except Exception as exc:  # noqa: BLE001 - the connection broke again: Celery's own retry follows
+                log.warning("could not declare the RabbitMQ topology on connect: %s", type(exc).__name__)
         orphans = getattr(self, "_orphaned_tags", set())
         if orphans:
             self._restore_orphans(connection, orphans)
