@@ -337,14 +337,18 @@ def isolated(celery_app):
         iso.close()
 
 
-@pytest.fixture(params=BROKERS)
-def on_broker(request, celery_app):
-    """``isolated`` on each broker in turn: Redis, then RabbitMQ (quorum queues, a vhost of its own)."""
-    iso = Isolated(celery_app, request.param)
+def _isolated_on(celery_app, kind: str):
+    iso = Isolated(celery_app, kind)
     try:
         yield iso
     finally:
         iso.close()
+
+
+@pytest.fixture(params=BROKERS)
+def on_broker(request, celery_app):
+    """``isolated`` on each broker in turn: Redis, then RabbitMQ (quorum queues, a vhost of its own)."""
+    yield from _isolated_on(celery_app, request.param)
 
 
 # The chaos suite on both brokers: `make chaos` runs the RabbitMQ half, `make test` (and CI)
@@ -355,8 +359,4 @@ CHAOS_BROKERS = ["redis", pytest.param("amqp", marks=pytest.mark.slow_chaos)]
 @pytest.fixture(params=CHAOS_BROKERS)
 def chaos_broker(request, celery_app):
     """``on_broker`` for the chaos tests: the RabbitMQ run is marked slow_chaos."""
-    iso = Isolated(celery_app, request.param)
-    try:
-        yield iso
-    finally:
-        iso.close()
+    yield from _isolated_on(celery_app, request.param)
